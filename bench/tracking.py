@@ -1,0 +1,465 @@
+"""Experiment tracking, side by side: Shipyard against MLflow, on SQLite and on PostgreSQL.
+
+    .venv/bin/python bench/tracking.py [--quick] [--db sqlite|postgres|both] [--skip-install]
+
+MLflow (the newest release that installs) goes into its own virtual environment,
+``bench/.envs/mlflow``; both tools run on this machine, each through its own server, each with
+a fresh store per database, and each in its fastest mode for the call:
+
+- ``log_metric`` once per training step, timed until durable: Shipyard's SDK buffers on a
+  background thread until ``sy.flush()`` returns; MLflow logs asynchronously with
+  ``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS=1`` until ``mlflow.flush_async_logging()`` returns.
+- Batched logging, metrics per second: MLflow's ``log_batch`` (1,000 metrics per call, its
+  limit; synchronous and asynchronous, the faster is kept) against Shipyard's batches
+  (synchronous ``log_batch`` of 1,000 and 10,000, and buffered ``log_metrics``; the fastest
+  is kept).
+- ``search_runs`` over N runs of 5 params and 5 metrics each, loaded straight into each tool's
+  tables (the same values for both), with a metric filter and an order: median and p95.
+- Run creation through the server (fluent start and end of a run), runs per second.
+- The server: seconds from start to healthy, idle RSS of the whole process tree and its number
+  of processes, and a small GET on one kept-alive connection (wall time, and wall time beyond
+  the server's own CPU time per request). MLflow is measured both as ``mlflow server`` starts
+  by default (4 workers) and with ``--workers 1``, which the workloads use: with several
+  workers its kept-alive responses wait for delayed ACKs (about 40 ms each).
+
+Prints one table per database and writes every number to ``bench/results/tracking-*.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import _shipyard as shipyard_side
+import psutil
+from _common import (
+    BENCH_DIR,
+    REPO,
+    Row,
+    Server,
+    format_table,
+    free_port,
+    fresh_pg_database,
+    idle_footprint,
+    keepalive_probe,
+    median,
+    p95,
+    pg_analyze,
+    run_json,
+    wait_quiet,
+)
+
+MLFLOW_ENV = BENCH_DIR / ".envs" / "mlflow"
+MLFLOW_PY = MLFLOW_ENV / "bin" / "python"
+MLFLOW_WORKER = BENCH_DIR / "peers" / "mlflow_worker.py"
+# Tried in order: the newest MLflow whose dependencies resolve, then the newest known to install.
+MLFLOW_SPECS = (["--upgrade", "mlflow"], ["mlflow==3.17.2"])
+MLFLOW_EXTRAS = ["psycopg[binary]", "psycopg2-binary", "psutil"]
+SHIPYARD_BIN = Path(sys.executable).parent / "shipyard"
+
+FULL = {"log_metric": 100_000, "log_batch": 200_000, "create_runs": 500, "search_runs": 100_000}
+QUICK = {"log_metric": 20_000, "log_batch": 20_000, "create_runs": 100, "search_runs": 10_000}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- MLflow's environment -----------------------------------------------------------------------
+
+
+def install_mlflow() -> None:
+    uv = shutil.which("uv")
+    if uv is None:
+        raise SystemExit("uv is needed to build MLflow's environment (pip install uv)")
+    if not MLFLOW_PY.exists():
+        subprocess.run([uv, "venv", "-q", "-p", "3.11", str(MLFLOW_ENV)], check=True)
+    for spec in MLFLOW_SPECS:
+        cmd = [uv, "pip", "install", "-q", "--compile-bytecode", "-p", str(MLFLOW_ENV)]
+        if subprocess.run([*cmd, *spec, *MLFLOW_EXTRAS]).returncode == 0:
+            return
+        log(f"installing {' '.join(spec)} failed; trying the next")
+    raise SystemExit("could not install MLflow into bench/.envs/mlflow")
+
+
+def mlflow_version() -> str:
+    out = subprocess.run(
+        [str(MLFLOW_PY), "-c", "import importlib.metadata as m; print(m.version('mlflow'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def mlflow_worker(*args: str, env: dict[str, str] | None = None) -> Any:
+    return run_json([str(MLFLOW_PY), str(MLFLOW_WORKER), *args], env=env)
+
+
+# -- one database -------------------------------------------------------------------------------
+
+
+def bench_shipyard(
+    db_url: str, work: Path, counts: dict[str, int], reps: int, budget_s: float, kind: str
+) -> dict[str, Any]:
+    env = {"SHIPYARD_HOME": str(work / "home"), "SHIPYARD_DATABASE_URL": db_url}
+    subprocess.run(
+        [str(SHIPYARD_BIN), "db", "upgrade"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    out: dict[str, Any] = {}
+    with Server(
+        "shipyard",
+        [str(SHIPYARD_BIN), "server", "--port", str(port)],
+        port,
+        "/healthz",
+        env=env,
+        log_path=work / "shipyard-server.log",
+    ) as server:
+        out["start_s"] = server.start()
+        out["idle"] = idle_footprint(server)
+        out["keepalive"] = keepalive_probe(server, "/healthz")
+        log(f"shipyard: up in {out['start_s']:.2f}s, {out['idle']}")
+        out["create_runs"] = shipyard_side.create_runs(server.url, counts["create_runs"])
+        log(f"shipyard: create_runs {out['create_runs']['runs_per_s']:.0f}/s")
+        out["log_metric"] = shipyard_side.log_metric(server.url, counts["log_metric"])
+        log(f"shipyard: log_metric {out['log_metric']}")
+        n = counts["log_batch"]
+        modes = [
+            shipyard_side.log_batch(server.url, n, 1000),
+            shipyard_side.log_batch(server.url, n, 10_000),
+            shipyard_side.log_metrics_buffered(server.url, n),
+        ]
+        out["log_batch_modes"] = modes
+        out["log_batch"] = max(modes, key=lambda m: m["metrics_per_s"])
+        log(f"shipyard: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+        out["populate"] = shipyard_side.populate(server.url, db_url, counts["search_runs"])
+        if kind == "postgres":
+            pg_analyze(db_url)
+        log(f"shipyard: loaded {counts['search_runs']} runs in {out['populate']['load_s']:.1f}s")
+        wait_quiet(server)
+        out["search"] = shipyard_side.search(server.url, reps, budget_s)
+        out["busy"] = {"rss_mb": server.footprint()[0] / 2**20}
+        log(f"shipyard: search median {median(out['search']['times_s']) * 1000:.1f} ms")
+    return out
+
+
+def bench_mlflow(
+    db_url: str,
+    work: Path,
+    counts: dict[str, int],
+    reps: int,
+    budget_s: float,
+    kind: str,
+    workers: int,
+) -> dict[str, Any]:
+    art = work / "mlartifacts"
+    mlflow_worker("init", "--db-uri", db_url, "--artifact-root", str(art))
+    out: dict[str, Any] = {}
+
+    def server(extra: list[str], tag: str) -> Server:
+        port = free_port()
+        argv = [str(MLFLOW_ENV / "bin" / "mlflow"), "server", "--backend-store-uri", db_url]
+        argv += ["--artifacts-destination", str(art), "--host", "127.0.0.1", "--port", str(port)]
+        return Server(
+            f"mlflow ({tag})",
+            argv + extra,
+            port,
+            "/health",
+            env={"PATH": f"{MLFLOW_ENV / 'bin'}:{os.environ['PATH']}"},
+            cwd=work,
+            log_path=work / f"mlflow-{tag}.log",
+        )
+
+    # As a user starts it: the default number of workers.
+    with server([], "default") as s:
+        out["default"] = {"start_s": s.start()}
+        out["default"]["idle"] = idle_footprint(s)
+        out["default"]["keepalive"] = keepalive_probe(s, "/health")
+        log(f"mlflow default: {out['default']}")
+
+    # Its fastest set-up for one client: the workloads run against this one.
+    with server(["--workers", str(workers)], f"{workers}w") as s:
+        out["start_s"] = s.start()
+        out["idle"] = idle_footprint(s)
+        out["keepalive"] = keepalive_probe(s, "/health")
+        log(f"mlflow {workers} worker(s): up in {out['start_s']:.1f}s, {out['keepalive']}")
+        out["create_runs"] = mlflow_worker(
+            "create-runs", "--uri", s.url, "--n", str(counts["create_runs"])
+        )
+        log(f"mlflow: create_runs {out['create_runs']['runs_per_s']:.0f}/s")
+        out["log_metric"] = mlflow_worker(
+            "log-metric", "--uri", s.url, "--n", str(counts["log_metric"])
+        )
+        log(f"mlflow: log_metric {out['log_metric']}")
+        n = str(counts["log_batch"])
+        modes = [
+            mlflow_worker("log-batch", "--uri", s.url, "--n", n, "--mode", "sync"),
+            mlflow_worker("log-batch", "--uri", s.url, "--n", n, "--mode", "async"),
+        ]
+        out["log_batch_modes"] = modes
+        out["log_batch"] = max(modes, key=lambda m: m["metrics_per_s"])
+        log(f"mlflow: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+        out["populate"] = mlflow_worker(
+            "populate",
+            "--uri",
+            s.url,
+            "--db-uri",
+            db_url,
+            "--artifact-root",
+            str(art),
+            "--runs",
+            str(counts["search_runs"]),
+        )
+        if kind == "postgres":
+            pg_analyze(db_url)
+        log(f"mlflow: loaded {counts['search_runs']} runs in {out['populate']['load_s']:.1f}s")
+        wait_quiet(s)
+        out["search"] = mlflow_worker(
+            "search",
+            "--uri",
+            s.url,
+            "--experiment-id",
+            out["populate"]["experiment_id"],
+            "--reps",
+            str(reps),
+            "--budget-s",
+            str(budget_s),
+        )
+        out["busy"] = {"rss_mb": s.footprint()[0] / 2**20}
+        log(f"mlflow: search median {median(out['search']['times_s']) * 1000:.1f} ms")
+    return out
+
+
+def bench_database(
+    kind: str, counts: dict[str, int], reps: int, budget_s: float, mlflow_workers: int
+) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tracking-")))
+        for d in ("shipyard", "mlflow"):
+            (work / d).mkdir()
+        if kind == "sqlite":
+            sy_url = f"sqlite:///{work / 'shipyard' / 'shipyard.db'}"
+            ml_url = f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+        else:
+            sy_url = stack.enter_context(fresh_pg_database("bench_shipyard"))
+            ml_url = stack.enter_context(fresh_pg_database("bench_mlflow"))
+        load_before = os.getloadavg()
+        log(f"== {kind}: Shipyard (load average {load_before[0]:.1f})")
+        sy_res = bench_shipyard(sy_url, work / "shipyard", counts, reps, budget_s, kind)
+        log(f"== {kind}: MLflow")
+        ml_res = bench_mlflow(ml_url, work / "mlflow", counts, reps, budget_s, kind, mlflow_workers)
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            shutil.copytree(work, BENCH_DIR / "results" / f"logs-{kind}", dirs_exist_ok=True)
+    return {
+        "shipyard": sy_res,
+        "mlflow": ml_res,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+    }
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def rows_for(res: dict[str, Any], counts: dict[str, int], mlflow_workers: int) -> list[Row]:
+    sy, ml = res["shipyard"], res["mlflow"]
+    rows: list[Row] = []
+
+    r = Row(
+        f"log_metric x{counts['log_metric']:,} until durable",
+        ml["log_metric"]["points_per_s"],
+        sy["log_metric"]["points_per_s"],
+        "points/s",
+        "higher",
+        "≥10x",
+    )
+    r.met = r.ratio is not None and r.ratio >= 10
+    r.note = (
+        f"per call in the loop: MLflow {ml['log_metric']['per_call_us']:.1f} µs, "
+        f"Shipyard {sy['log_metric']['per_call_us']:.1f} µs; total MLflow "
+        f"{ml['log_metric']['total_s']:.2f} s, Shipyard {sy['log_metric']['total_s']:.2f} s"
+    )
+    rows.append(r)
+
+    mb, sb = ml["log_batch"], sy["log_batch"]
+    r = Row("batched logging", mb["metrics_per_s"], sb["metrics_per_s"], "metrics/s", "higher")
+    r.goal, r.met = "≥10x", r.ratio is not None and r.ratio >= 10
+    r.note = (
+        f"best of each: MLflow log_batch {mb['mode']} x{mb['batch_size']}; Shipyard "
+        f"{sb['mode']}{' x' + str(sb['batch_size']) if 'batch_size' in sb else ''}; all modes: "
+        + ", ".join(
+            f"MLflow {m['mode']} {m['metrics_per_s']:,.0f}/s" for m in ml["log_batch_modes"]
+        )
+        + "; "
+        + ", ".join(
+            f"Shipyard {m['mode']}{' x' + str(m['batch_size']) if 'batch_size' in m else ''} "
+            f"{m['metrics_per_s']:,.0f}/s"
+            for m in sy["log_batch_modes"]
+        )
+    )
+    rows.append(r)
+
+    ms, ss = ml["search"]["times_s"], sy["search"]["times_s"]
+    n_runs = f"{counts['search_runs']:,}"
+    r = Row(
+        f"search_runs over {n_runs} runs, median",
+        median(ms) * 1000,
+        median(ss) * 1000,
+        "ms",
+        "lower",
+    )
+    r.goal = "≤50 ms, ≥10x"
+    r.met = r.ratio is not None and r.ratio >= 10 and median(ss) <= 0.050
+    same = ml["search"]["top_names"] == sy["search"]["top_names"]
+    r.note = (
+        f"repetitions: MLflow {len(ms)}, Shipyard {len(ss)}; both returned {sy['search']['returned']} runs; "
+        f"top 10 identical in both: {'yes' if same else 'NO'}"
+    )
+    rows.append(r)
+    rows.append(
+        Row(f"search_runs over {n_runs} runs, p95", p95(ms) * 1000, p95(ss) * 1000, "ms", "lower")
+    )
+
+    rows.append(
+        Row(
+            "run created and ended",
+            ml["create_runs"]["runs_per_s"],
+            sy["create_runs"]["runs_per_s"],
+            "runs/s",
+            "higher",
+        )
+    )
+
+    d = ml["default"]
+    r = Row("server start to healthy", d["start_s"], sy["start_s"], "s", "lower", "≤3 s")
+    r.met = sy["start_s"] <= 3
+    r.note = f"MLflow with --workers {mlflow_workers}: {ml['start_s']:.1f} s"
+    rows.append(r)
+    r = Row(
+        "server idle RSS, whole tree", d["idle"]["rss_mb"], sy["idle"]["rss_mb"], "MiB", "lower"
+    )
+    r.goal, r.met = "<300 MB", sy["idle"]["rss_mb"] * 2**20 < 300e6
+    r.note = (
+        f"MLflow with --workers {mlflow_workers}: {ml['idle']['rss_mb']:.0f} MiB; after the "
+        f"workloads: MLflow {ml['busy']['rss_mb']:.0f} MiB, Shipyard {sy['busy']['rss_mb']:.0f} MiB"
+    )
+    rows.append(r)
+    r = Row(
+        "server processes",
+        d["idle"]["processes"],
+        sy["idle"]["processes"],
+        "count",
+        "lower",
+    )
+    r.note = f"MLflow with --workers {mlflow_workers}: {ml['idle']['processes']}"
+    rows.append(r)
+
+    ka_d, ka_1, ka_s = d["keepalive"], ml["keepalive"], sy["keepalive"]
+    r = Row("kept-alive small GET, median", ka_d["median_ms"], ka_s["median_ms"], "ms", "lower")
+    r.note = (
+        f"MLflow --workers {mlflow_workers}: {ka_1['median_ms']:.3f} ms; p95 MLflow default "
+        f"{ka_d['p95_ms']:.3f}, Shipyard {ka_s['p95_ms']:.3f} ms; server CPU per request "
+        f"MLflow {ka_1['server_cpu_ms']:.3f}, Shipyard {ka_s['server_cpu_ms']:.3f} ms"
+    )
+    rows.append(r)
+    r = Row(
+        f"  same, beyond server CPU (MLflow --workers {mlflow_workers})",
+        ka_1["beyond_work_ms"],
+        ka_s["beyond_work_ms"],
+        "ms",
+        "lower",
+        "<1 ms",
+    )
+    r.met = ka_s["beyond_work_ms"] < 1.0
+    rows.append(r)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--skip-install", action="store_true", help="use bench/.envs/mlflow as is")
+    ap.add_argument("--reps", type=int, default=None, help="search repetitions (default 25)")
+    ap.add_argument(
+        "--search-budget-s",
+        type=float,
+        default=600,
+        help="seconds each tool may spend on search repetitions (at least one is run)",
+    )
+    ap.add_argument(
+        "--mlflow-workers",
+        type=int,
+        default=1,
+        help="workers of the MLflow server the workloads run against (default 1, its fastest)",
+    )
+    args = ap.parse_args()
+    counts = QUICK if args.quick else FULL
+    reps = args.reps or 25
+
+    if args.skip_install:
+        if not MLFLOW_PY.exists():
+            raise SystemExit(f"{MLFLOW_ENV} does not exist: run once without --skip-install")
+    else:
+        log("installing MLflow into bench/.envs/mlflow")
+        install_mlflow()
+    version = mlflow_version()
+    log(f"MLflow {version}")
+
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    results: dict[str, Any] = {
+        "benchmark": "tracking",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "counts": counts,
+        "search_reps": reps,
+        "search_budget_s": args.search_budget_s,
+        "load_average_at_start": os.getloadavg(),
+        "mlflow_version": version,
+        "mlflow_workers": args.mlflow_workers,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "databases": {},
+    }
+    tables = []
+    for kind in kinds:
+        res = bench_database(kind, counts, reps, args.search_budget_s, args.mlflow_workers)
+        rows = rows_for(res, counts, args.mlflow_workers)
+        res["rows"] = [asdict(r) | {"ratio": r.ratio} for r in rows]
+        results["databases"][kind] = res
+        load = res["load_average"]
+        title = (
+            f"Tracking, {kind} — MLflow {version} vs Shipyard (ratio > 1: Shipyard better); "
+            f"{os.cpu_count()} CPUs, 1-min load average {load['before'][0]:.1f} before, "
+            f"{load['after'][0]:.1f} after"
+        )
+        tables.append(format_table(title, rows))
+        print(tables[-1] + "\n", flush=True)
+
+    out_dir = BENCH_DIR / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"tracking-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

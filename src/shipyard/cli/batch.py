@@ -1,0 +1,338 @@
+"""``shipyard batch ...``: batch transform jobs."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shipyard.cli.common import (
+    JsonOpt,
+    PageSizeOpt,
+    PageTokenOpt,
+    ProjectOpt,
+    UriOpt,
+    client,
+    console,
+    err_console,
+    fail,
+    fmt_time,
+    handle_errors,
+    print_json,
+    print_table,
+)
+
+app = typer.Typer(
+    help="Batch transform: run a model over a CSV or Parquet file in parallel shards.",
+    no_args_is_help=True,
+)
+
+DetachOpt = Annotated[
+    bool,
+    typer.Option("--detach", help="Return once the job is started (it runs on the server)."),
+]
+
+
+def _rate(job: Any) -> str:
+    r = job.progress.rows_per_s
+    return f"{r:,.0f} rows/s" if r else ""
+
+
+def _follow(c: Any, job: Any, as_json: bool) -> None:
+    """Show the job's progress until it ends; Ctrl-C (or SIGTERM) stops it, ready to resume."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        if as_json:
+            job = c.wait_batch_job(job.id)
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} shards"),
+                TextColumn("{task.fields[rows]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=False,
+            ) as bar:
+                task = bar.add_task(
+                    f"batch {job.id}",
+                    total=job.progress.shards_total,
+                    rows="",
+                    rate="",
+                )
+
+                def show(j: Any) -> None:
+                    p = j.progress
+                    bar.update(
+                        task,
+                        completed=p.shards_done,
+                        rows=f"{p.rows_done:,}/{p.rows_total:,} rows",
+                        rate=_rate(j),
+                    )
+
+                job = c.wait_batch_job(job.id, on_progress=show)
+    except KeyboardInterrupt:
+        err_console.print(f"stopping batch job {job.id} ...", highlight=False)
+        job = c.stop_batch_job(job.id)
+        err_console.print(
+            f"stopped: {job.progress.shards_done}/{job.progress.shards_total} shards done; "
+            f"`shipyard batch resume {job.id}` runs the rest",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _report(job, as_json)
+
+
+def _report(job: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+    elif job.status.value == "SUCCEEDED":
+        console.print(
+            f"[green]succeeded[/green]: {job.progress.rows_done:,} rows in "
+            f"{job.progress.shards_total} files, {_rate(job) or 'done'} -> {job.output} "
+            f"(manifest {job.manifest})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if job.status.value == "FAILED":
+        fail(f"batch job {job.id} failed: {job.error}")
+    if job.status.value == "STOPPED":
+        fail(f"batch job {job.id} stopped; `shipyard batch resume {job.id}` runs the rest", 130)
+
+
+def _need_server(c: Any, detach: bool) -> None:
+    from shipyard.sdk.local import LocalBackend
+
+    if detach and isinstance(c.backend, LocalBackend):
+        fail(
+            "--detach needs a server to run the job (pass --tracking-uri http://...); "
+            "without one the job runs in this command"
+        )
+
+
+@app.command("create")
+@handle_errors
+def create(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="churn@champion, churn/3, models:/..., runs:/...")
+    ],
+    input_: Annotated[str, typer.Option("--input", "-i", help="A CSV or Parquet file.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="A folder for the results.")],
+    shards: Annotated[
+        int | None, typer.Option("--shards", min=1, help="Default: one per CPU.")
+    ] = None,
+    join_columns: Annotated[
+        str | None,
+        typer.Option("--join-columns", help="Input columns to copy beside predictions: id,region"),
+    ] = None,
+    join_all: Annotated[
+        bool, typer.Option("--join-all", help="Copy every input column beside predictions.")
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output format: parquet or csv.")
+    ] = "parquet",
+    input_format: Annotated[
+        str | None, typer.Option("--input-format", help="csv or parquet (default: extension).")
+    ] = None,
+    parallelism: Annotated[
+        int | None, typer.Option("--parallelism", min=1, help="Shards at once (default: CPUs).")
+    ] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, max=10)] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier results in the output folder.")
+    ] = False,
+    trust_code: Annotated[
+        bool, typer.Option("--trust-code", help="Load a python_function (pickled) model.")
+    ] = False,
+    detach: DetachOpt = False,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a model over a CSV or Parquet file, one output file per shard plus a manifest."""
+    if join_columns and join_all:
+        fail("give --join-columns or --join-all, not both", 2)
+    c = client(project, uri)
+    _need_server(c, detach)
+    job = c.batch_transform(
+        model,
+        input_,
+        output,
+        shards=shards,
+        join_columns=[s.strip() for s in join_columns.split(",") if s.strip()]
+        if join_columns
+        else None,
+        join_all=join_all,
+        format=fmt,
+        input_format=input_format,
+        parallelism=parallelism,
+        retries=retries,
+        overwrite=overwrite,
+        trust_code=trust_code,
+        wait=False,
+    )
+    if detach:
+        if as_json:
+            print_json(job)
+        else:
+            console.print(f"started batch job {job.id}", highlight=False)
+        return
+    _follow(c, job, as_json)
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    status: Annotated[
+        str | None, typer.Option("--status", help="RUNNING, SUCCEEDED, FAILED, STOPPED, ...")
+    ] = None,
+    page_size: PageSizeOpt = 100,
+    page_token: PageTokenOpt = None,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List batch jobs, newest first."""
+    from shipyard.inference.schemas import BatchJobStatus
+
+    if status is not None and status.upper() not in BatchJobStatus.__members__:
+        fail(f"--status: expected one of {', '.join(BatchJobStatus.__members__)}", 2)
+    page = client(project, uri).list_batch_jobs(
+        status=status.upper() if status else None, page_size=page_size, page_token=page_token
+    )
+    if as_json:
+        print_json(page)
+        return
+    print_table(
+        ["id", "status", "model", "shards", "rows", "rate", "output", "created"],
+        [
+            [
+                j.id,
+                j.status.value,
+                f"{j.model_name}/{j.model_version}" if j.model_name else j.model,
+                f"{j.progress.shards_done}/{j.progress.shards_total}",
+                f"{j.progress.rows_done:,}/{j.progress.rows_total:,}",
+                _rate(j),
+                j.output,
+                fmt_time(j.created_at),
+            ]
+            for j in page.data
+        ],
+        next_page_token=page.next_page_token,
+    )
+
+
+@app.command("show")
+@handle_errors
+def show(
+    job_id: str,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A job with its progress and its shards."""
+    job = client(project, uri).get_batch_job(job_id)
+    if as_json:
+        print_json(job)
+        return
+    p = job.progress
+    lines = [
+        ("id", job.id),
+        ("status", job.status.value),
+        ("model", job.model + (f" (version {job.model_version})" if job.model_version else "")),
+        ("input", f"{job.input} ({job.input_format.value})"),
+        ("output", f"{job.output} ({job.format.value})"),
+        (
+            "progress",
+            f"{p.shards_done}/{p.shards_total} shards, {p.rows_done:,}/{p.rows_total:,} rows",
+        ),
+        ("rate", _rate(job)),
+        ("started", fmt_time(job.started_at)),
+        ("finished", fmt_time(job.finished_at)),
+    ]
+    if job.join_columns or job.join_all:
+        lines.append(("join", "all columns" if job.join_all else ", ".join(job.join_columns or [])))
+    if job.error:
+        lines.append(("error", job.error))
+    if job.manifest:
+        lines.append(("manifest", job.manifest))
+    for k, v in lines:
+        console.print(f"[bold]{k:>9}[/bold]  {v}", highlight=False, soft_wrap=True)
+    print_table(
+        ["shard", "status", "rows", "attempts", "file", "error"],
+        [
+            [
+                s.index,
+                s.status.value,
+                f"{s.start_row:,}-{s.stop_row:,}",
+                s.attempts,
+                s.output_file if s.status.value == "SUCCEEDED" else "",
+                s.error or "",
+            ]
+            for s in job.shards or []
+        ],
+    )
+
+
+@app.command("stop")
+@handle_errors
+def stop(
+    job_id: str,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a job: running shards are cancelled; finished shards are kept for a resume."""
+    job = client(project, uri).stop_batch_job(job_id)
+    if as_json:
+        print_json(job)
+        return
+    console.print(
+        f"batch job {job.id} {job.status.value.lower()}: {job.progress.shards_done}/"
+        f"{job.progress.shards_total} shards done",
+        highlight=False,
+    )
+
+
+@app.command("resume")
+@handle_errors
+def resume(
+    job_id: str,
+    detach: DetachOpt = False,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the shards of a stopped or failed job that have not succeeded."""
+    c = client(project, uri)
+    _need_server(c, detach)
+    job = c.resume_batch_job(job_id, wait=False)
+    if detach:
+        if as_json:
+            print_json(job)
+        else:
+            console.print(f"resumed batch job {job.id}", highlight=False)
+        return
+    _follow(c, job, as_json)
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    job_id: str,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+) -> None:
+    """Forget a finished or stopped job (its output files stay)."""
+    client(project, uri).delete_batch_job(job_id)
+    console.print(f"deleted batch job {job_id}", highlight=False)

@@ -1,0 +1,118 @@
+"""What every command shares: the client options, JSON or table output, and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from shipyard.core.errors import ShipyardError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--project", "-p", envvar="SHIPYARD_PROJECT", help="Project name (default: 'default')."
+    ),
+]
+UriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        envvar="SHIPYARD_TRACKING_URI",
+        help="http(s)://server, or empty for the local store.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+PageSizeOpt = Annotated[
+    int, typer.Option("--page-size", "-n", min=1, max=10_000, help="Rows per page.")
+]
+PageTokenOpt = Annotated[
+    str | None, typer.Option("--page-token", help="Token printed by the previous page.")
+]
+
+
+def client(project: str | None, uri: str | None):  # type: ignore[no-untyped-def]
+    from shipyard.sdk.client import Client
+
+    return Client(project=project, tracking_uri=uri)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a Shipyard error into one readable line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ShipyardError as exc:
+            fail(f"{exc.message}", 2 if exc.http_status < 500 else 1)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            fail(str(exc), 2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def fmt_time(dt: datetime | None) -> str:
+    if dt is None:
+        return ""
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    next_page_token: str | None = None,
+) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        # Ids must stay whole so they can be copied, however narrow the terminal.
+        table.add_column(
+            c, overflow="fold", no_wrap=c in ("id", "run id"), min_width=16 if c == "id" else None
+        )
+    for r in rows:
+        table.add_row(*[fmt_value(v) for v in r])
+    console.print(table)
+    if next_page_token:
+        console.print(f"more: --page-token {next_page_token}", highlight=False)

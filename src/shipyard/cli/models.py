@@ -1,0 +1,295 @@
+"""``shipyard models ...``: the model registry, a thin layer over the SDK's ``Client``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from shipyard.cli.common import (
+    JsonOpt,
+    PageSizeOpt,
+    PageTokenOpt,
+    ProjectOpt,
+    UriOpt,
+    client,
+    console,
+    fail,
+    fmt_time,
+    handle_errors,
+    print_json,
+    print_table,
+)
+
+app = typer.Typer(
+    help="Registered models: versions from runs, aliases, approvals.", no_args_is_help=True
+)
+
+TagOpt = Annotated[
+    list[str] | None, typer.Option("--tag", "-t", help="A tag as key=value (repeatable).")
+]
+DescriptionOpt = Annotated[str, typer.Option("--description", "-d")]
+CommentOpt = Annotated[str, typer.Option("--comment", "-m", help="Why (kept in the history).")]
+
+
+def _tags(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--tag: expected key=value, got {item!r}", 2)
+        out[key] = value
+    return out
+
+
+def _version_rows(versions: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            v.name,
+            v.version,
+            v.approval_status.value,
+            ", ".join(v.aliases),
+            v.flavor,
+            v.run_id or "",
+            fmt_time(v.created_at),
+        )
+        for v in versions
+    ]
+
+
+_VERSION_COLUMNS = ["name", "version", "approval", "aliases", "flavor", "run id", "created"]
+
+
+def _show_versions(versions: list[Any], as_json: bool, next_token: str | None = None) -> None:
+    if as_json:
+        print_json(versions[0] if len(versions) == 1 else versions)
+        return
+    print_table(_VERSION_COLUMNS, _version_rows(versions), next_page_token=next_token)
+
+
+def _show_models(models: list[Any], as_json: bool, next_token: str | None = None) -> None:
+    if as_json:
+        print_json(models[0] if len(models) == 1 else models)
+        return
+    print_table(
+        ["name", "latest", "aliases", "description", "updated"],
+        [
+            (
+                m.name,
+                m.latest_version or "",
+                ", ".join(f"{a}={v}" for a, v in m.aliases.items()),
+                m.description[:60],
+                fmt_time(m.updated_at),
+            )
+            for m in models
+        ],
+        next_page_token=next_token,
+    )
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Filter: LIKE pattern, e.g. 'churn%'.")
+    ] = None,
+    page_size: PageSizeOpt = 100,
+    page_token: PageTokenOpt = None,
+) -> None:
+    """List registered models by name."""
+    page = client(project, uri).list_registered_models(
+        name_like=name, page_size=page_size, page_token=page_token
+    )
+    if as_json:
+        print_json(page)
+    else:
+        _show_models(page.data, False, page.next_page_token)
+
+
+@app.command()
+@handle_errors
+def create(
+    name: str,
+    description: DescriptionOpt = "",
+    tag: TagOpt = None,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a registered model (versions are added with `register`)."""
+    m = client(project, uri).create_registered_model(name, description, _tags(tag))
+    _show_models([m], as_json)
+
+
+@app.command()
+@handle_errors
+def show(
+    name: str,
+    version: Annotated[str | None, typer.Argument(help="A version number or @alias.")] = None,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model, or one of its versions with its lineage and approval history."""
+    c = client(project, uri)
+    if version is None:
+        m = c.get_registered_model(name)
+        if as_json:
+            print_json(m)
+            return
+        _show_models([m], False)
+        if m.tags:
+            console.print("tags: " + ", ".join(f"{k}={v}" for k, v in m.tags.items()))
+        return
+    if version.startswith("@"):
+        v = c.get_model_version_by_alias(name, version[1:])
+    else:
+        v = c.get_model_version(name, version)
+    lineage = c.get_model_lineage(name, v.version)
+    if as_json:
+        print_json(lineage)
+        return
+    _show_versions([v], False)
+    console.print(f"source: {v.source_uri}   digest: {v.digest}", highlight=False)
+    if lineage.run is not None:
+        console.print(f"run: {lineage.run.name} ({lineage.run.id})", highlight=False)
+    elif lineage.run_missing:
+        console.print("run: purged", highlight=False)
+    for d in lineage.datasets:
+        console.print(f"dataset: {d.name} {d.digest} {d.source}", highlight=False)
+    print_table(
+        ["approval", "by", "when", "comment"],
+        [
+            (a.status.value, a.actor or "", fmt_time(a.created_at), a.comment)
+            for a in lineage.approvals
+        ],
+    )
+
+
+@app.command()
+@handle_errors
+def versions(
+    name: Annotated[str | None, typer.Argument(help="A model (omit to search all).")] = None,
+    filter_: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", "-f", help="e.g. \"alias = 'champion'\" or \"tags.team = 'risk'\"."
+        ),
+    ] = None,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+    page_size: PageSizeOpt = 100,
+    page_token: PageTokenOpt = None,
+) -> None:
+    """List a model's versions, newest first, or search versions with a filter."""
+    c = client(project, uri)
+    if name is not None:
+        c.get_registered_model(name)  # a missing model is an error, not an empty list
+        clause = f"name = '{name}'"
+        filter_ = f"{clause} AND {filter_}" if filter_ else clause
+    page = c.search_model_versions(filter_, page_size=page_size, page_token=page_token)
+    if as_json:
+        print_json(page)
+    else:
+        print_table(
+            _VERSION_COLUMNS, _version_rows(page.data), next_page_token=page.next_page_token
+        )
+
+
+@app.command()
+@handle_errors
+def register(
+    source: Annotated[str, typer.Argument(help="runs:/<run_id>/<path> of a logged model.")],
+    name: str,
+    description: DescriptionOpt = "",
+    tag: TagOpt = None,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a model logged in a run as a new version (creating the model if needed)."""
+    v = client(project, uri).register_model(source, name, description, _tags(tag))
+    _show_versions([v], as_json)
+
+
+@app.command()
+@handle_errors
+def alias(
+    name: str,
+    alias_: Annotated[str, typer.Argument(metavar="ALIAS", help="e.g. champion, staging.")],
+    version: Annotated[str | None, typer.Argument(help="The version it points at.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias at a version (or remove it with --delete)."""
+    c = client(project, uri)
+    if delete:
+        c.delete_alias(name, alias_)
+        if as_json:
+            print_json({"name": name, "alias": alias_, "deleted": True})
+        else:
+            console.print(f"removed alias {alias_} of {name}", highlight=False)
+        return
+    if version is None:
+        fail("VERSION: expected the version the alias points at (or --delete)", 2)
+        return
+    _show_versions([c.set_alias(name, alias_, version)], as_json)
+
+
+@app.command()
+@handle_errors
+def approve(
+    name: str,
+    version: str,
+    comment: CommentOpt = "",
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a version (recorded with who and when)."""
+    _show_versions([client(project, uri).approve(name, version, comment)], as_json)
+
+
+@app.command()
+@handle_errors
+def reject(
+    name: str,
+    version: str,
+    comment: CommentOpt = "",
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a version (recorded with who and when)."""
+    _show_versions([client(project, uri).reject(name, version, comment)], as_json)
+
+
+@app.command()
+@handle_errors
+def delete(
+    name: str,
+    version: Annotated[str | None, typer.Argument(help="Only this version.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a version, or a model with all its versions (the runs keep their files)."""
+    what = f"version {version} of {name}" if version else f"model {name} and all its versions"
+    if not yes and not typer.confirm(f"Delete {what}?"):
+        fail("not deleted", 1)
+    c = client(project, uri)
+    if version is None:
+        c.delete_registered_model(name)
+    else:
+        c.delete_model_version(name, version)
+    if as_json:
+        print_json({"name": name, "version": version, "deleted": True})
+    else:
+        console.print(f"deleted {what}", highlight=False)

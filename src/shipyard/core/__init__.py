@@ -1,0 +1,1 @@
+"""Core: settings, ids, errors, the metadata database and the artifact store."""

@@ -1,0 +1,76 @@
+"""One settings object, read from ``SHIPYARD_*`` environment variables and built on demand.
+
+Nothing is built at import time: the server's app factory and the SDK's ``init`` each call
+``Settings()`` (or take one) so that tests and embedded use can run several side by side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shipyard.core.errors import InvalidArgument
+from shipyard.core.schemas import Slug
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHIPYARD_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".shipyard")
+    # Metadata store: sqlite:///path (embedded default, WAL) or postgresql://...
+    database_url: str = ""
+    # Artifact store: a local folder (default) or an fsspec URL such as s3://bucket/prefix.
+    artifact_root: str = ""
+    # Extra keyword arguments for fsspec (for s3: endpoint_url, key, secret), as JSON.
+    artifact_storage_options: dict = Field(default_factory=dict)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    auth: bool = False
+    # Requests above this size are refused with 413, except artifact uploads.
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_artifact_bytes: int = Field(default=5 * 1024**3, gt=0)
+    # A deleted run or experiment can be restored for this long; after that `gc` purges it.
+    restore_window_s: int = Field(default=30 * 24 * 3600, ge=0)
+    # Upgrade an empty or older embedded database automatically (SQLite only by default).
+    auto_migrate: bool | None = None
+    # MLflow has no projects: its REST API (/api/2.0/mlflow/...) works in this one, made on demand.
+    mlflow_project: Slug = "default"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'shipyard.db'}"
+        if not self.artifact_root:
+            self.artifact_root = str(self.home / "artifacts")
+        if self.auto_migrate is None:
+            self.auto_migrate = self.database_url.startswith("sqlite")
+        return self
+
+    def check_bind(self) -> None:
+        """Refuse to serve beyond loopback without auth (DESIGN.md, promise 1)."""
+        if not is_loopback(self.host) and not self.auth:
+            raise InvalidArgument.for_field(
+                "host",
+                f"binding to {self.host} exposes the server beyond this machine; "
+                "enable auth (SHIPYARD_AUTH=true, then `shipyard users create`) or bind 127.0.0.1",
+            )

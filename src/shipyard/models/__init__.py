@@ -1,0 +1,1 @@
+"""Models: the model format (``format``) and the model registry (``service``)."""

@@ -1,0 +1,374 @@
+"""One small adapter per flavor: how a model is recognised, written, read back and called.
+
+Every flavor but ``python_function`` writes a format that holds data, not code, so reading a
+file planted by an attacker cannot run their code (DESIGN.md, promise 3):
+- sklearn: ``skops.io`` with an allow-list built from the file itself, trusting only classes
+  under ``sklearn.`` and classes or ufuncs under ``numpy.``; a function such as
+  ``builtins.eval`` or a class from any other module is refused by name.
+- lightgbm: the Booster's text model; xgboost: its JSON model; onnx: the protobuf graph run by
+  onnxruntime.
+- python_function: cloudpickle, which is code; ``format.load_model`` reads it only after every
+  hash matches and the caller passed ``trust_code=True``.
+
+Libraries are imported inside functions: importing ``shipyard.models`` must stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from shipyard.core.errors import InvalidArgument, PermissionDenied
+
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "onnx", "python_function")
+MODEL_FILES = {
+    "sklearn": "model.skops",
+    "lightgbm": "model.txt",
+    "xgboost": "model.json",
+    "onnx": "model.onnx",
+    "python_function": "model.pkl",
+}
+# The distributions whose versions a manifest records, per flavor.
+LIBRARIES = {
+    "sklearn": ("scikit-learn", "skops", "numpy"),
+    "lightgbm": ("lightgbm", "numpy"),
+    "xgboost": ("xgboost", "xgboost-cpu", "numpy"),
+    "onnx": ("onnx", "onnxruntime", "numpy"),
+    "python_function": ("cloudpickle", "numpy"),
+}
+_XGB_CLASSES = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
+
+
+class ModelRefused(PermissionDenied):
+    """A model folder that must not be loaded: a hash mismatch, untrusted code or types."""
+
+
+def library_versions(flavor: str) -> dict[str, str]:
+    out = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for dist in LIBRARIES[flavor]:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _module_of(model: Any) -> str:
+    return type(model).__module__.split(".")[0]
+
+
+def detect_flavor(model: Any) -> str:
+    """The flavor of ``model``, from the module that defines its class."""
+    top = _module_of(model)
+    if top == "lightgbm":
+        return "lightgbm"
+    if top == "xgboost":
+        return "xgboost"
+    if top == "onnx" or isinstance(model, bytes | bytearray):
+        return "onnx"
+    if top == "sklearn":
+        return "sklearn"
+    if callable(getattr(model, "predict", None)):
+        return "python_function"
+    raise InvalidArgument.for_field(
+        "model",
+        f"cannot save a {type(model).__module__}.{type(model).__name__}: "
+        "expected a scikit-learn, LightGBM, XGBoost or ONNX model, or an object with predict()",
+    )
+
+
+# -- save ------------------------------------------------------------------------------------
+
+
+def save(flavor: str, model: Any, path: Path) -> dict[str, Any]:
+    """Write ``model`` to ``path`` (the flavor's model file); return flavor options."""
+    if flavor == "sklearn":
+        return _save_sklearn(model, path)
+    if flavor == "lightgbm":
+        return _save_lightgbm(model, path)
+    if flavor == "xgboost":
+        return _save_xgboost(model, path)
+    if flavor == "onnx":
+        return _save_onnx(model, path)
+    if flavor == "python_function":
+        if not callable(getattr(model, "predict", None)):
+            raise InvalidArgument.for_field("model", "a python_function model needs predict()")
+        import cloudpickle
+
+        path.write_bytes(cloudpickle.dumps(model))
+        return {}
+    raise InvalidArgument.for_field("flavor", f"unknown flavor {flavor!r}; expected {FLAVORS}")
+
+
+def _save_sklearn(model: Any, path: Path) -> dict[str, Any]:
+    import skops.io as sio
+
+    data = sio.dumps(model)
+    refused = _untrusted_sklearn_types(sio.get_untrusted_types(data=data))[1]
+    if refused:
+        raise InvalidArgument.for_field(
+            "model",
+            "this scikit-learn model holds types that cannot be trusted on load: "
+            f"{', '.join(refused)}; save it with flavor='python_function' instead",
+            untrusted=refused,
+        )
+    path.write_bytes(data)
+    return {}
+
+
+def _save_lightgbm(model: Any, path: Path) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    opts: dict[str, Any] = {}
+    booster = model
+    if isinstance(model, lgb.LGBMModel):
+        booster = model.booster_
+        if isinstance(model, lgb.LGBMClassifier):
+            opts = {"model_type": "classifier", "classes": _jsonable(model.classes_)}
+        else:
+            opts = {"model_type": "regressor"}
+    elif not isinstance(model, lgb.Booster):
+        raise InvalidArgument.for_field("model", "expected a lightgbm Booster or LGBMModel")
+    path.write_text(booster.model_to_string(), encoding="utf-8")
+    return opts
+
+
+def _save_xgboost(model: Any, path: Path) -> dict[str, Any]:
+    import xgboost as xgb
+
+    if isinstance(model, xgb.Booster):
+        model.save_model(str(path))
+        return {"model_type": "Booster"}
+    name = type(model).__name__
+    if name not in _XGB_CLASSES or not isinstance(model, xgb.XGBModel):
+        raise InvalidArgument.for_field("model", f"unsupported xgboost model {name}")
+    model.save_model(str(path))
+    return {"model_type": name}
+
+
+def _save_onnx(model: Any, path: Path) -> dict[str, Any]:
+    data = bytes(model) if isinstance(model, bytes | bytearray) else model.SerializeToString()
+    path.write_bytes(data)
+    return {}
+
+
+def _jsonable(values: Any) -> list[Any]:
+    return [v.item() if hasattr(v, "item") else v for v in list(values)]
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+def _untrusted_sklearn_types(names: list[str]) -> tuple[list[str], list[str]]:
+    """Split skops' untrusted type names into (trusted by our allow-list, refused).
+
+    Only classes under ``sklearn.`` and classes or ufuncs under ``numpy.`` are trusted: a name
+    is resolved (importing only sklearn or numpy modules) and must be a class (or ufunc). A
+    function, even one under those packages, is refused, since a FunctionTransformer would call
+    it with the caller's data.
+    """
+    trusted: list[str] = []
+    refused: list[str] = []
+    for name in names:
+        top = name.split(".")[0]
+        obj = _resolve(name) if top in ("sklearn", "numpy") else None
+        ok = isinstance(obj, type)
+        if not ok and top == "numpy" and obj is not None:
+            import numpy as np
+
+            ok = isinstance(obj, np.ufunc)
+        (trusted if ok else refused).append(name)
+    return trusted, refused
+
+
+def _resolve(name: str) -> Any:
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def load(flavor: str, path: Path, options: dict[str, Any]) -> Any:
+    if flavor == "sklearn":
+        import skops.io as sio
+
+        trusted, refused = _untrusted_sklearn_types(sio.get_untrusted_types(file=path))
+        if refused:
+            raise ModelRefused(
+                f"refusing to load {path.name}: it holds untrusted types {', '.join(refused)}",
+                {"untrusted": refused},
+            )
+        return sio.load(path, trusted=trusted)
+    if flavor == "lightgbm":
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+    if flavor == "xgboost":
+        import xgboost as xgb
+
+        kind = options.get("model_type", "Booster")
+        model: Any
+        if kind == "Booster":
+            model = xgb.Booster()
+        elif kind in _XGB_CLASSES:
+            model = getattr(xgb, kind)()
+        else:
+            raise InvalidArgument.for_field("flavor_options.model_type", f"unknown {kind!r}")
+        model.load_model(str(path))
+        return model
+    if flavor == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    if flavor == "python_function":
+        import cloudpickle
+
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    raise InvalidArgument.for_field("flavor", f"unknown flavor {flavor!r}")
+
+
+# -- predict ---------------------------------------------------------------------------------
+
+
+def predict(flavor: str, model: Any, X: Any, options: dict[str, Any]) -> Any:
+    """Call the model on ``X`` (a validated DataFrame, or an array for tensor signatures)."""
+    if flavor == "lightgbm":
+        raw = model.predict(X)
+        classes = options.get("classes")
+        if options.get("model_type") == "classifier" and classes is not None:
+            import numpy as np
+
+            cls = np.asarray(classes)
+            if raw.ndim == 1:
+                return cls[(raw > 0.5).astype(int)]
+            return cls[np.argmax(raw, axis=1)]
+        return raw
+    if flavor == "xgboost":
+        if options.get("model_type", "Booster") == "Booster":
+            import xgboost as xgb
+
+            return model.predict(xgb.DMatrix(X))
+        return model.predict(X)
+    if flavor == "onnx":
+        return _onnx_run(model, X)[0]
+    return model.predict(X)
+
+
+def predict_proba(flavor: str, model: Any, X: Any, options: dict[str, Any]) -> Any:
+    import numpy as np
+
+    if flavor == "lightgbm":
+        if options.get("model_type") != "classifier":
+            raise InvalidArgument("predict_proba: this LightGBM model is not a classifier")
+        raw = model.predict(X)
+        return np.column_stack([1 - raw, raw]) if raw.ndim == 1 else raw
+    if flavor == "onnx":
+        outs = _onnx_run(model, X)
+        if len(outs) < 2:
+            raise InvalidArgument("predict_proba: this ONNX model has a single output")
+        probs = outs[1]
+        if isinstance(probs, list) and probs and isinstance(probs[0], dict):
+            keys = sorted(probs[0])
+            return np.array([[row[k] for k in keys] for row in probs])
+        return np.asarray(probs)
+    fn = getattr(model, "predict_proba", None)
+    if fn is None:
+        raise InvalidArgument(f"predict_proba: this {flavor} model has no predict_proba")
+    return fn(X)
+
+
+def _onnx_run(session: Any, X: Any) -> list[Any]:
+    import numpy as np
+
+    inputs = session.get_inputs()
+    feeds: dict[str, Any] = {}
+    if len(inputs) == 1:
+        arr = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+        feeds[inputs[0].name] = arr.astype(_onnx_dtype(inputs[0].type), copy=False)
+    else:
+        for inp in inputs:
+            col = X[inp.name].to_numpy()
+            feeds[inp.name] = col.astype(_onnx_dtype(inp.type), copy=False).reshape(-1, 1)
+    return session.run(None, feeds)
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+    "tensor(string)": "object",
+}
+
+
+def _onnx_dtype(t: str) -> str:
+    return _ONNX_TYPES.get(t, "float32")
+
+
+def onnx_signature_inputs(path: Path) -> dict[str, Any] | list[dict[str, str]] | None:
+    """A signature's inputs read from an ONNX graph (no example needed)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init]
+    elem = onnx.helper.tensor_dtype_to_np_dtype
+
+    def dims(i: Any) -> list[int]:
+        return [d.dim_value if d.dim_value > 0 else -1 for d in i.type.tensor_type.shape.dim]
+
+    if len(inputs) == 1:
+        return {
+            "tensor": {
+                "dtype": str(elem(inputs[0].type.tensor_type.elem_type)),
+                "shape": dims(inputs[0]) or [-1],
+            }
+        }
+    from shipyard.models.signature import column_type
+
+    return [
+        {"name": i.name, "type": column_type(elem(i.type.tensor_type.elem_type))} for i in inputs
+    ]
+
+
+def native_signature_inputs(
+    flavor: str, model: Any
+) -> dict[str, Any] | list[dict[str, str]] | None:
+    """Inputs a fitted model knows about itself, used when no input example is given."""
+    names: list[str] | None = None
+    n: int | None = None
+    if flavor == "sklearn":
+        fn = getattr(model, "feature_names_in_", None)
+        names = [str(x) for x in fn] if fn is not None else None
+        n = getattr(model, "n_features_in_", None)
+    elif flavor == "lightgbm":
+        booster = getattr(model, "booster_", model)
+        names = list(booster.feature_name())
+        if all(x == f"Column_{i}" for i, x in enumerate(names)):
+            n, names = len(names), None
+    elif flavor == "xgboost":
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        names = list(booster.feature_names) if booster.feature_names else None
+        n = booster.num_features()
+    if names:
+        return [{"name": x, "type": "double"} for x in names]
+    if n:
+        return {"tensor": {"dtype": "float64", "shape": [-1, int(n)]}}
+    return None

@@ -1,0 +1,1 @@
+"""Projects, users, API tokens and roles: who may do what, where."""

@@ -1,0 +1,1 @@
+"""The Python SDK: backends (in-process and HTTP), the client, the run context."""

@@ -1,0 +1,26 @@
+"""Run the server: one process, uvloop and httptools, TCP_NODELAY on every accepted socket."""
+
+from __future__ import annotations
+
+from shipyard.core.nodelay import nodelay_http_protocol
+from shipyard.core.settings import Settings
+
+
+def serve(settings: Settings, log_level: str = "warning") -> None:
+    import uvicorn
+
+    from shipyard.server.app import create_app
+    from shipyard.server.context import Services
+
+    settings.check_bind()
+    app = create_app(Services.from_settings(settings))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        http=nodelay_http_protocol(),
+        loop="uvloop",
+        access_log=False,
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,271 @@
+"""HTTP for experiment tracking: thin over ``TrackingService``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from shipyard.core.errors import PayloadTooLarge
+from shipyard.projects.deps import Editor, ProjectAdmin, Viewer
+from shipyard.tracking.schemas import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    DatasetInput,
+    ExperimentCreate,
+    ExperimentPublic,
+    ExperimentsPublic,
+    ExperimentUpdate,
+    Lifecycle,
+    LogBatch,
+    MetricHistory,
+    PurgeReport,
+    RunComparison,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+    RunUpdate,
+    SearchRuns,
+)
+from shipyard.tracking.service import TrackingService
+
+
+def tracking_service(request: Request) -> TrackingService:
+    return request.app.state.tracking  # type: ignore[no-any-return]
+
+
+Tracking = Annotated[TrackingService, Depends(tracking_service)]
+router = APIRouter(prefix="/projects/{project}", tags=["tracking"])
+PageSize = Annotated[int, Query(ge=1, le=10_000)]
+
+
+# -- experiments --------------------------------------------------------------------------------
+
+
+@router.post("/experiments", status_code=201)
+def create_experiment(body: ExperimentCreate, scope: Editor, svc: Tracking) -> ExperimentPublic:
+    return svc.create_experiment(scope.project, body)
+
+
+@router.get("/experiments")
+def list_experiments(
+    scope: Viewer,
+    svc: Tracking,
+    name_like: str | None = None,
+    lifecycle: Lifecycle = Lifecycle.active,
+    page_size: PageSize = 100,
+    page_token: str | None = None,
+) -> ExperimentsPublic:
+    return svc.list_experiments(
+        scope.project,
+        name_like=name_like,
+        lifecycle=lifecycle,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+@router.get("/experiments/by-name/{name}")
+def get_experiment_by_name(name: str, scope: Viewer, svc: Tracking) -> ExperimentPublic:
+    return svc.get_experiment_by_name(scope.project, name)
+
+
+@router.get("/experiments/{experiment_id}")
+def get_experiment(experiment_id: str, scope: Viewer, svc: Tracking) -> ExperimentPublic:
+    return svc.get_experiment(scope.project, experiment_id)
+
+
+@router.patch("/experiments/{experiment_id}")
+def update_experiment(
+    experiment_id: str, body: ExperimentUpdate, scope: Editor, svc: Tracking
+) -> ExperimentPublic:
+    return svc.update_experiment(scope.project, experiment_id, body)
+
+
+@router.delete("/experiments/{experiment_id}")
+def delete_experiment(experiment_id: str, scope: Editor, svc: Tracking) -> ExperimentPublic:
+    return svc.delete_experiment(scope.project, experiment_id)
+
+
+@router.post("/experiments/{experiment_id}/restore")
+def restore_experiment(experiment_id: str, scope: Editor, svc: Tracking) -> ExperimentPublic:
+    return svc.restore_experiment(scope.project, experiment_id)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+@router.post("/runs", status_code=201)
+def create_run(body: RunCreate, scope: Editor, svc: Tracking) -> RunPublic:
+    return svc.create_run(scope.project, body, created_by=scope.principal.name)
+
+
+@router.get("/runs")
+def list_runs(
+    scope: Viewer,
+    svc: Tracking,
+    experiment_id: Annotated[list[str] | None, Query()] = None,
+    filter: str | None = None,
+    order_by: Annotated[list[str] | None, Query()] = None,
+    lifecycle: Lifecycle = Lifecycle.active,
+    page_size: PageSize = 100,
+    page_token: str | None = None,
+    include_count: bool = False,
+) -> RunsPublic:
+    body = SearchRuns(
+        experiment_ids=experiment_id,
+        filter=filter,
+        order_by=order_by,
+        lifecycle=lifecycle,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    return svc.search_runs(scope.project, body, include_count=include_count)
+
+
+@router.post("/runs/search")
+def search_runs(
+    body: SearchRuns, scope: Viewer, svc: Tracking, include_count: bool = False
+) -> RunsPublic:
+    return svc.search_runs(scope.project, body, include_count=include_count)
+
+
+@router.post("/runs/compare")
+def compare_runs(
+    scope: Viewer,
+    svc: Tracking,
+    run_ids: Annotated[list[str], Query(alias="run_id")],
+    metric_key: Annotated[list[str] | None, Query()] = None,
+) -> RunComparison:
+    return svc.compare_runs(scope.project, run_ids, metric_key)
+
+
+@router.get("/runs/{run_id}")
+def get_run(run_id: str, scope: Viewer, svc: Tracking) -> RunPublic:
+    return svc.get_run(scope.project, run_id)
+
+
+@router.patch("/runs/{run_id}")
+def update_run(run_id: str, body: RunUpdate, scope: Editor, svc: Tracking) -> RunPublic:
+    return svc.update_run(scope.project, run_id, body)
+
+
+@router.delete("/runs/{run_id}", status_code=204)
+def delete_run(run_id: str, scope: Editor, svc: Tracking) -> Response:
+    svc.delete_run(scope.project, run_id)
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run_id}/restore", status_code=204)
+def restore_run(run_id: str, scope: Editor, svc: Tracking) -> Response:
+    svc.restore_run(scope.project, run_id)
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run_id}/batch")
+def log_batch(run_id: str, body: LogBatch, scope: Editor, svc: Tracking) -> dict[str, bool]:
+    applied = svc.log_batch(
+        scope.project,
+        run_id,
+        metrics_=[(m.key, m.value, m.step, m.timestamp) for m in body.metrics],
+        params=[(p.key, p.value) for p in body.params],
+        tags=[(t.key, t.value) for t in body.tags],
+        batch_id=body.batch_id,
+    )
+    return {"applied": applied}
+
+
+@router.put("/runs/{run_id}/tags/{key:path}", status_code=204)
+def set_tag(run_id: str, key: str, body: dict[str, str], scope: Editor, svc: Tracking) -> Response:
+    svc.set_tag(scope.project, run_id, key, body.get("value", ""))
+    return Response(status_code=204)
+
+
+@router.delete("/runs/{run_id}/tags/{key:path}", status_code=204)
+def delete_tag(run_id: str, key: str, scope: Editor, svc: Tracking) -> Response:
+    svc.delete_tag(scope.project, run_id, key)
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run_id}/inputs", status_code=204)
+def log_inputs(run_id: str, body: list[DatasetInput], scope: Editor, svc: Tracking) -> Response:
+    svc.log_inputs(scope.project, run_id, body)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/metrics/{key:path}")
+def get_metric_history(run_id: str, key: str, scope: Viewer, svc: Tracking) -> MetricHistory:
+    return svc.get_metric_history(scope.project, run_id, key)
+
+
+# -- artifacts ----------------------------------------------------------------------------------
+
+
+@router.get("/runs/{run_id}/artifacts")
+def list_artifacts(
+    run_id: str, scope: Viewer, svc: Tracking, path: str | None = None, recursive: bool = False
+) -> ArtifactsPublic:
+    return svc.list_artifacts(scope.project, run_id, path, recursive)
+
+
+@router.get("/runs/{run_id}/artifacts/{path:path}")
+def download_artifact(run_id: str, path: str, scope: Viewer, svc: Tracking) -> StreamingResponse:
+    art = svc.artifact_file(scope.project, run_id, path)
+    assert art.digest is not None
+    return StreamingResponse(
+        svc.iter_artifact(art.digest),
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(art.size),
+            "x-shipyard-sha256": art.digest,
+            "etag": f'"{art.digest}"',
+        },
+    )
+
+
+@router.put("/runs/{run_id}/artifacts/{path:path}", status_code=201)
+async def upload_artifact(
+    run_id: str, path: str, request: Request, scope: Editor, svc: Tracking
+) -> ArtifactPublic:
+    """Upload one file's bytes as the request body. Send ``x-shipyard-sha256`` to have the
+    content checked against it; a mismatch stores nothing."""
+    import tempfile
+
+    import anyio
+
+    limit = request.app.state.settings.max_artifact_bytes
+    with tempfile.TemporaryFile() as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"artifact larger than the limit of {limit} bytes",
+                    {"field": "body", "limit": limit},
+                )
+            spool.write(chunk)
+        spool.seek(0)
+        return await anyio.to_thread.run_sync(
+            lambda: svc.log_artifact_stream(
+                scope.project,
+                run_id,
+                path,
+                iter(lambda: spool.read(1 << 20), b""),
+                request.headers.get("x-shipyard-sha256"),
+                limit,
+            )
+        )
+
+
+@router.post("/purge")
+def purge(
+    scope: ProjectAdmin,
+    svc: Tracking,
+    run_id: Annotated[list[str] | None, Query()] = None,
+    experiment_id: Annotated[list[str] | None, Query()] = None,
+    older_than_s: Annotated[int | None, Query(ge=0, le=100 * 365 * 24 * 3600)] = None,
+) -> PurgeReport:
+    return svc.purge(
+        scope.project, run_ids=run_id, experiment_ids=experiment_id, older_than_s=older_than_s
+    )

@@ -1,0 +1,618 @@
+"""Tracking logic. The only module (with ``tracking.search``) that queries the tracking tables.
+
+Every method takes the project by name and refuses ids that belong to another project with the
+same ``NotFound`` as ids that do not exist, so a caller learns nothing outside its scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
+
+from shipyard.core.artifacts import ArtifactStore
+from shipyard.core.db import Database, dialect_insert
+from shipyard.core.errors import InvalidArgument, NotFound
+from shipyard.core.ids import new_id
+from shipyard.core.paging import check_page_size, decode_page_token, next_token
+from shipyard.core.timeutil import dt_to_ms, ms_to_dt, now_ms
+from shipyard.projects.service import ProjectService
+from shipyard.tracking import search
+from shipyard.tracking.artifacts import ArtifactsMixin
+from shipyard.tracking.experiments import ExperimentsMixin
+from shipyard.tracking.schemas import (
+    DatasetInput,
+    LatestMetric,
+    Lifecycle,
+    MetricHistory,
+    MetricRow,
+    RunComparison,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+    RunStatus,
+    RunUpdate,
+    SearchRuns,
+)
+from shipyard.tracking.tables import (
+    experiments,
+    latest_metrics,
+    metric_batches,
+    metrics,
+    run_inputs,
+    run_params,
+    run_tags,
+    runs,
+)
+
+TERMINAL = {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED}
+MAX_KEY = 250
+MAX_PARAM = 6000
+MAX_TAG = 8000
+
+_ADJECTIVES = [
+    "amber",
+    "bold",
+    "brisk",
+    "calm",
+    "clever",
+    "crisp",
+    "eager",
+    "fair",
+    "gentle",
+    "keen",
+    "lucid",
+    "merry",
+    "nimble",
+    "proud",
+    "quiet",
+    "rapid",
+    "sharp",
+    "steady",
+    "swift",
+    "vivid",
+]  # noqa: E501
+_NOUNS = [
+    "albatross",
+    "badger",
+    "beacon",
+    "comet",
+    "dolphin",
+    "falcon",
+    "harbor",
+    "heron",
+    "kestrel",
+    "lantern",
+    "marlin",
+    "otter",
+    "petrel",
+    "pilot",
+    "puffin",
+    "schooner",
+    "sextant",
+    "tern",
+    "voyager",
+    "wharf",
+]  # noqa: E501
+
+
+def _copy_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert metric points with PostgreSQL's COPY, inside the caller's transaction: several
+    times faster than a multi-row INSERT for the thousands of points in one batch."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy("COPY metrics (run_id, key, step, timestamp, value) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row((r["run_id"], r["key"], r["step"], r["timestamp"], r["value"]))
+
+
+def _check_key(key: object, field: str) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise InvalidArgument.for_field(
+            field, f"expected a non-empty string of at most {MAX_KEY} characters, got {key!r}"
+        )
+    return key
+
+
+def _check_value(key: str, value: object, limit: int, field: str) -> str:
+    if not isinstance(value, str):
+        value = str(value)
+    if len(value) > limit:
+        raise InvalidArgument.for_field(f"{field}.{key}", f"longer than {limit} characters")
+    return value
+
+
+class TrackingService(ExperimentsMixin, ArtifactsMixin):
+    def __init__(
+        self,
+        db: Database,
+        store: ArtifactStore,
+        projects: ProjectService,
+        restore_window_s: int = 30 * 24 * 3600,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.projects = projects
+        self.restore_window_s = restore_window_s
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(self, project: str, body: RunCreate, created_by: str | None = None) -> RunPublic:
+        pid = self.projects.project_id(project)
+        now = now_ms()
+        rid = new_id()
+        start = dt_to_ms(body.start_time) if body.start_time else now
+        name = body.name or f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{rid[-3:]}"
+        with self.db.write() as conn:
+            exp = conn.execute(
+                select(experiments.c.lifecycle).where(
+                    experiments.c.id == body.experiment_id, experiments.c.project_id == pid
+                )
+            ).first()
+            if exp is None:
+                raise NotFound(
+                    f"experiment {body.experiment_id!r} not found in project {project!r}",
+                    {"field": "experiment_id"},
+                )
+            if exp.lifecycle != "active":
+                raise InvalidArgument.for_field(
+                    "experiment_id", "the experiment is deleted; restore it first"
+                )
+            if body.parent_run_id is not None:
+                parent = conn.execute(
+                    select(runs.c.id).where(
+                        runs.c.id == body.parent_run_id, runs.c.project_id == pid
+                    )
+                ).first()
+                if parent is None:
+                    raise NotFound(
+                        f"parent run {body.parent_run_id!r} not found", {"field": "parent_run_id"}
+                    )
+            conn.execute(
+                runs.insert().values(
+                    id=rid,
+                    project_id=pid,
+                    experiment_id=body.experiment_id,
+                    parent_run_id=body.parent_run_id,
+                    name=name,
+                    status=RunStatus.RUNNING.value,
+                    start_time=start,
+                    end_time=None,
+                    lifecycle="active",
+                    created_by=created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if body.tags:
+                conn.execute(
+                    run_tags.insert(),
+                    [{"run_id": rid, "key": k, "value": v} for k, v in body.tags.items()],
+                )
+        return self.get_run(project, rid)
+
+    def _run_check(self, conn: Connection, pid: str, run_id: str, *, active: bool = True) -> Any:
+        row = conn.execute(
+            select(runs.c.id, runs.c.lifecycle, runs.c.status, runs.c.experiment_id).where(
+                runs.c.id == run_id, runs.c.project_id == pid
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
+        if active and row.lifecycle != "active":
+            raise InvalidArgument.for_field(
+                "run_id", f"run {run_id!r} is deleted; restore it first"
+            )
+        return row
+
+    def get_run(self, project: str, run_id: str) -> RunPublic:
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            found = self._hydrate(conn, pid, [run_id], project)
+        if not found:
+            raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
+        return found[0]
+
+    def _hydrate(self, conn: Connection, pid: str, ids: list[str], project: str) -> list[RunPublic]:
+        """Full runs for ids, in the order given, in five queries whatever their number."""
+        if not ids:
+            return []
+        # By primary key alone, the project checked here: with the project in the WHERE clause
+        # SQLite may pick the (project, start_time) index and scan the whole project.
+        rows = {
+            r.id: r
+            for r in conn.execute(select(runs).where(runs.c.id.in_(ids)))
+            if r.project_id == pid
+        }
+        params: dict[str, dict[str, str]] = {i: {} for i in rows}
+        tags: dict[str, dict[str, str]] = {i: {} for i in rows}
+        mets: dict[str, dict[str, LatestMetric]] = {i: {} for i in rows}
+        inputs: dict[str, list[DatasetInput]] = {i: [] for i in rows}
+        keys = list(rows)
+        for p in conn.execute(select(run_params).where(run_params.c.run_id.in_(keys))):
+            params[p.run_id][p.key] = p.value
+        for t in conn.execute(select(run_tags).where(run_tags.c.run_id.in_(keys))):
+            tags[t.run_id][t.key] = t.value
+        for m in conn.execute(select(latest_metrics).where(latest_metrics.c.run_id.in_(keys))):
+            mets[m.run_id][m.key] = LatestMetric(value=m.value, step=m.step, timestamp=m.timestamp)
+        for i in conn.execute(
+            select(run_inputs)
+            .where(run_inputs.c.run_id.in_(keys))
+            .order_by(run_inputs.c.created_at)
+        ):
+            inputs[i.run_id].append(
+                DatasetInput(
+                    name=i.name,
+                    digest=i.digest,
+                    source=i.source,
+                    schema=json.loads(i.schema) if i.schema else None,
+                    context=i.context,
+                )
+            )
+        out = []
+        for rid in ids:
+            r = rows.get(rid)
+            if r is None:
+                continue
+            out.append(
+                RunPublic(
+                    id=r.id,
+                    project=project,
+                    experiment_id=r.experiment_id,
+                    parent_run_id=r.parent_run_id,
+                    name=r.name,
+                    status=RunStatus(r.status),
+                    start_time=ms_to_dt(r.start_time),
+                    end_time=ms_to_dt(r.end_time),
+                    lifecycle=Lifecycle(r.lifecycle),
+                    created_by=r.created_by,
+                    params=params[rid],
+                    tags=tags[rid],
+                    metrics=mets[rid],
+                    inputs=inputs[rid],
+                    deleted_at=ms_to_dt(r.deleted_at),
+                    created_at=ms_to_dt(r.created_at),
+                    updated_at=ms_to_dt(r.updated_at),
+                )
+            )
+        return out
+
+    def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
+        pid = self.projects.project_id(project)
+        now = now_ms()
+        values: dict[str, Any] = {"updated_at": now}
+        if body.name is not None:
+            values["name"] = body.name
+        if body.status is not None:
+            values["status"] = body.status.value
+            if body.status in TERMINAL:
+                values["end_time"] = dt_to_ms(body.end_time) if body.end_time else now
+            else:
+                values["end_time"] = None
+        elif body.end_time is not None:
+            values["end_time"] = dt_to_ms(body.end_time)
+        with self.db.write() as conn:
+            self._run_check(conn, pid, run_id, active=False)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+        return self.get_run(project, run_id)
+
+    def _set_lifecycle(self, project: str, run_ids: list[str], lifecycle: str) -> None:
+        pid = self.projects.project_id(project)
+        now = now_ms()
+        with self.db.write() as conn:
+            for rid in run_ids:
+                self._run_check(conn, pid, rid, active=False)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(run_ids))
+                .values(
+                    lifecycle=lifecycle,
+                    deleted_at=now if lifecycle == "deleted" else None,
+                    updated_at=now,
+                )
+            )
+
+    def delete_run(self, project: str, run_id: str) -> None:
+        self._set_lifecycle(project, [run_id], "deleted")
+
+    def restore_run(self, project: str, run_id: str) -> None:
+        self._set_lifecycle(project, [run_id], "active")
+
+    def set_tag(self, project: str, run_id: str, key: str, value: str) -> None:
+        self.log_batch(project, run_id, tags=[(key, value)])
+
+    def delete_tag(self, project: str, run_id: str, key: str) -> None:
+        pid = self.projects.project_id(project)
+        with self.db.write() as conn:
+            self._run_check(conn, pid, run_id)
+            n = conn.execute(
+                delete(run_tags).where(run_tags.c.run_id == run_id, run_tags.c.key == key)
+            ).rowcount
+        if not n:
+            raise NotFound(f"tag {key!r} not found on run {run_id!r}", {"field": "key"})
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def log_batch(
+        self,
+        project: str,
+        run_id: str,
+        *,
+        metrics_: Iterable[MetricRow] = (),
+        params: Iterable[tuple[str, object]] = (),
+        tags: Iterable[tuple[str, object]] = (),
+        batch_id: str | None = None,
+    ) -> bool:
+        """Log metrics, params and tags in one transaction. Returns False when ``batch_id`` was
+        already applied (a retry), True otherwise.
+
+        A param is logged once: the same value again is accepted, a different one is refused.
+        """
+        pid = self.projects.project_id(project)
+        mrows = []
+        latest: dict[str, MetricRow] = {}
+        for i, (key, raw, step, ts) in enumerate(metrics_):
+            _check_key(key, f"metrics[{i}].key")
+            value: float | None = None
+            if raw is not None:
+                try:
+                    value = float(raw)
+                except (TypeError, ValueError):
+                    raise InvalidArgument.for_field(
+                        f"metrics[{i}].value", f"expected a number, got {raw!r}"
+                    ) from None
+                if math.isnan(value):
+                    value = None
+                elif math.isinf(value):
+                    # JSON has no infinity, so every surface would turn it into null (NaN):
+                    # keep the largest finite float instead, on every backend alike.
+                    value = math.copysign(sys.float_info.max, value)
+            if not isinstance(step, int) or isinstance(step, bool) or not -(2**63) <= step < 2**63:
+                raise InvalidArgument.for_field(
+                    f"metrics[{i}].step", f"expected a 64-bit integer, got {step!r}"
+                )
+            if not isinstance(ts, int) or not 0 <= ts < 2**63:
+                raise InvalidArgument.for_field(
+                    f"metrics[{i}].timestamp", f"expected epoch milliseconds, got {ts!r}"
+                )
+            mrows.append(
+                {"run_id": run_id, "key": key, "step": step, "timestamp": ts, "value": value}
+            )
+            cur = latest.get(key)
+            if cur is None or (step, ts) >= (cur[2], cur[3]):
+                latest[key] = (key, value, step, ts)
+        prows: dict[str, str] = {}
+        for key, pval in params:
+            _check_key(key, "params.key")
+            v = _check_value(key, pval, MAX_PARAM, "params")
+            if key in prows and prows[key] != v:
+                raise InvalidArgument.for_field(
+                    f"params.{key}", "given twice with different values"
+                )
+            prows[key] = v
+        trows: dict[str, str] = {}
+        for key, tval in tags:
+            _check_key(key, "tags.key")
+            trows[key] = _check_value(key, tval, MAX_TAG, "tags")
+
+        with self.db.write() as conn:
+            self._run_check(conn, pid, run_id)
+            if batch_id is not None:
+                applied = conn.execute(
+                    dialect_insert(conn, metric_batches)
+                    .values(
+                        # Hashed, not truncated, to fit the column: two long ids sharing a
+                        # prefix must stay two batches.
+                        batch_id=hashlib.sha256(f"{run_id}:{batch_id}".encode()).hexdigest(),
+                        run_id=run_id,
+                        created_at=now_ms(),
+                    )
+                    .on_conflict_do_nothing()
+                    # Without it SQLAlchemy 2.1 reports -1 for an INSERT on psycopg, and every
+                    # retried batch would be applied again on PostgreSQL.
+                    .execution_options(preserve_rowcount=True)
+                ).rowcount
+                if not applied:
+                    return False
+            if prows:
+                existing = dict(
+                    conn.execute(
+                        select(run_params.c.key, run_params.c.value).where(
+                            run_params.c.run_id == run_id, run_params.c.key.in_(list(prows))
+                        )
+                    ).all()
+                )
+                for k, v in prows.items():
+                    if k in existing and existing[k] != v:
+                        raise InvalidArgument(
+                            f"params.{k}: already logged as {existing[k]!r}, cannot change to {v!r} "
+                            "(a param is logged once; use a tag or a metric for values that change)",
+                            {"field": f"params.{k}", "logged": existing[k], "given": v},
+                        )
+                new = [
+                    {"run_id": run_id, "key": k, "value": v}
+                    for k, v in prows.items()
+                    if k not in existing
+                ]
+                if new:
+                    conn.execute(dialect_insert(conn, run_params).on_conflict_do_nothing(), new)
+            if trows:
+                stmt = dialect_insert(conn, run_tags)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["run_id", "key"], set_={"value": stmt.excluded.value}
+                    ),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in trows.items()],
+                )
+            if mrows:
+                if conn.dialect.name == "postgresql":
+                    _copy_metrics(conn, mrows)
+                else:
+                    conn.execute(metrics.insert(), mrows)
+                stmt = dialect_insert(conn, latest_metrics)
+                newer = or_(
+                    stmt.excluded.step > latest_metrics.c.step,
+                    and_(
+                        stmt.excluded.step == latest_metrics.c.step,
+                        stmt.excluded.timestamp >= latest_metrics.c.timestamp,
+                    ),
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["run_id", "key"],
+                        set_={
+                            "value": stmt.excluded.value,
+                            "step": stmt.excluded.step,
+                            "timestamp": stmt.excluded.timestamp,
+                        },
+                        where=newer,
+                    ),
+                    [
+                        {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
+                        for k, v, s, t in latest.values()
+                    ],
+                )
+            if prows or trows:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(updated_at=now_ms()))
+        return True
+
+    def log_inputs(self, project: str, run_id: str, inputs: list[DatasetInput]) -> None:
+        pid = self.projects.project_id(project)
+        now = now_ms()
+        with self.db.write() as conn:
+            self._run_check(conn, pid, run_id)
+            for d in inputs:
+                conn.execute(
+                    dialect_insert(conn, run_inputs)
+                    .values(
+                        id=new_id(),
+                        run_id=run_id,
+                        name=d.name,
+                        digest=d.digest,
+                        source=d.source,
+                        schema=json.dumps(d.schema_) if d.schema_ is not None else "",
+                        context=d.context,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                )
+
+    def get_metric_history(self, project: str, run_id: str, key: str) -> MetricHistory:
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            self._run_check(conn, pid, run_id, active=False)
+            rows = conn.execute(
+                select(metrics.c.step, metrics.c.timestamp, metrics.c.value)
+                .where(metrics.c.run_id == run_id, metrics.c.key == key)
+                .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            ).all()
+        return MetricHistory(
+            run_id=run_id,
+            key=key,
+            steps=[r[0] for r in rows],
+            timestamps=[r[1] for r in rows],
+            values=[r[2] for r in rows],
+        )
+
+    # -- search and compare -----------------------------------------------------------------
+
+    def search_runs(
+        self, project: str, body: SearchRuns, *, include_count: bool = False
+    ) -> RunsPublic:
+        pid = self.projects.project_id(project)
+        check_page_size(body.page_size)
+        self.db.refresh_statistics()
+        offset = decode_page_token(body.page_token)
+        query = search.build_search_query(
+            project_id=pid,
+            experiment_ids=body.experiment_ids,
+            filter=body.filter,
+            order_by=body.order_by,
+            lifecycle=body.lifecycle.value,
+            limit=body.page_size + 1,
+            offset=offset,
+        )
+        with self.db.read() as conn:
+            ids: list[str] = list(conn.execute(query).scalars())  # type: ignore[arg-type]
+            data = self._hydrate(conn, pid, ids[: body.page_size], project)
+            count = None
+            if include_count:
+                counted = search.build_search_query(
+                    project_id=pid,
+                    experiment_ids=body.experiment_ids,
+                    filter=body.filter,
+                    order_by=None,
+                    lifecycle=body.lifecycle.value,
+                    limit=-1,
+                    offset=0,
+                )
+                count = conn.execute(
+                    select(func.count()).select_from(counted.order_by(None).limit(None).subquery())
+                ).scalar_one()
+        return RunsPublic(
+            data=data, count=count, next_page_token=next_token(offset, body.page_size, len(ids))
+        )
+
+    def compare_runs(
+        self, project: str, run_ids: list[str], metric_keys: list[str] | None = None
+    ) -> RunComparison:
+        if not 1 <= len(run_ids) <= 100:
+            raise InvalidArgument.for_field("run_ids", "expected 1 to 100 run ids")
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            found = self._hydrate(conn, pid, list(dict.fromkeys(run_ids)), project)
+            missing = set(run_ids) - {r.id for r in found}
+            if missing:
+                raise NotFound(
+                    f"runs not found: {', '.join(sorted(missing))}", {"field": "run_ids"}
+                )
+            keys = sorted(
+                metric_keys if metric_keys is not None else {k for r in found for k in r.metrics}
+            )
+            histories: dict[str, list[MetricHistory]] = {k: [] for k in keys}
+            if keys:
+                rows = conn.execute(
+                    select(
+                        metrics.c.run_id,
+                        metrics.c.key,
+                        metrics.c.step,
+                        metrics.c.timestamp,
+                        metrics.c.value,
+                    )
+                    .where(metrics.c.run_id.in_([r.id for r in found]), metrics.c.key.in_(keys))
+                    .order_by(
+                        metrics.c.run_id,
+                        metrics.c.key,
+                        metrics.c.step,
+                        metrics.c.timestamp,
+                        metrics.c.id,
+                    )
+                ).all()
+                by: dict[tuple[str, str], MetricHistory] = {}
+                for rid, key, step, ts, value in rows:
+                    h = by.get((rid, key))
+                    if h is None:
+                        h = by[(rid, key)] = MetricHistory(
+                            run_id=rid, key=key, steps=[], timestamps=[], values=[]
+                        )
+                    h.steps.append(step)
+                    h.timestamps.append(ts)
+                    h.values.append(value)
+                for r in found:
+                    for k in keys:
+                        if (r.id, k) in by:
+                            histories[k].append(by[(r.id, k)])
+        param_keys = sorted({k for r in found for k in r.params})
+        differing = [k for k in param_keys if len({r.params.get(k) for r in found}) > 1]
+        return RunComparison(
+            runs=found,
+            param_keys=param_keys,
+            differing_params=differing,
+            metric_keys=keys,
+            histories=histories,
+        )
