@@ -3,6 +3,7 @@
 from alembic import context
 
 import shipyard.inference.tables  # noqa: F401
+import shipyard.jobs.tables  # noqa: F401
 import shipyard.models.tables  # noqa: F401
 import shipyard.projects.tables  # noqa: F401  (registers tables on the shared metadata)
 import shipyard.serving.tables  # noqa: F401
