@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,21 @@ class Settings(BaseSettings):
     auto_migrate: bool | None = None
     # MLflow has no projects: its REST API (/api/2.0/mlflow/...) works in this one, made on demand.
     mlflow_project: Slug = "default"
+
+    # Training jobs. The server (and a notebook's in-process SDK, from its first submit) runs a
+    # worker that claims queued jobs; `shipyard worker` runs more.
+    job_workers_embedded: bool = True
+    # A worker renews a job's lease every third of this; a job whose lease ran out (its worker
+    # died) is retried or failed by any other worker.
+    job_lease_s: float = Field(default=30.0, gt=0, le=24 * 3600)
+    # Where jobs (and trials) run: local subprocesses, or a Ray cluster at ray_address.
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    # CPUs' worth of tasks run at once on the local executor (default: one per CPU).
+    executor_slots: int | None = Field(default=None, ge=1, le=4096)
+    # Where a job's own code tracks to: empty for this store (database and artifacts), or a
+    # server's URL, for workers on other machines.
+    jobs_tracking_uri: str = ""
 
     @field_validator("home", mode="after")
     @classmethod
