@@ -1,8 +1,8 @@
 """Compute: run a task (a Python callable by import path with JSON arguments, or a command) and
 follow it to a final state.
 
-``Executor`` is the seam: ``LocalExecutor`` runs tasks as subprocesses of this machine; a
-``RayExecutor`` (a later issue) runs the same ``TaskSpec`` on a Ray cluster. The protocol keeps
+``Executor`` is the seam: ``LocalExecutor`` runs tasks as subprocesses of this machine;
+``RayExecutor`` (core/ray_executor.py) runs the same ``TaskSpec`` on a Ray cluster. The protocol keeps
 to what every backend can do: submit, poll, cancel, read the log. What to run next, retries and
 leases belong to the caller (a batch job's coordinator; the jobs queue in the metadata store),
 so a task is always "run this once and tell me how it ended".
@@ -79,6 +79,10 @@ class TaskSpec:
     # Slots the task holds while it runs (a CPU each on LocalExecutor; num_cpus on Ray).
     cpus: int = 1
     timeout_s: float | None = None
+    # Memory reserved for the task (Ray schedules by it; the jobs launcher enforces it) and GPUs
+    # it needs (Ray's num_gpus). LocalExecutor runs a task whatever these say.
+    memory_gb: float | None = None
+    gpus: float = 0
 
     def check(self) -> bytes:
         """Validate and return the JSON form; raises ``InvalidArgument`` naming the field."""
@@ -98,6 +102,22 @@ class TaskSpec:
             raise InvalidArgument.for_field("cpus", f"expected at least 1, got {self.cpus}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InvalidArgument.for_field("timeout_s", "expected a positive number of seconds")
+        if self.memory_gb is not None and not (
+            isinstance(self.memory_gb, int | float)
+            and not isinstance(self.memory_gb, bool)
+            and self.memory_gb > 0
+        ):
+            raise InvalidArgument.for_field(
+                "memory_gb", f"expected a positive number of GiB, got {self.memory_gb!r}"
+            )
+        if (
+            not isinstance(self.gpus, int | float)
+            or isinstance(self.gpus, bool)
+            or not self.gpus >= 0
+        ):
+            raise InvalidArgument.for_field(
+                "gpus", f"expected a number of GPUs >= 0, got {self.gpus!r}"
+            )
         try:
             return orjson.dumps(
                 {
