@@ -8,6 +8,7 @@ import shipyard.models.tables  # noqa: F401
 import shipyard.projects.tables  # noqa: F401  (registers tables on the shared metadata)
 import shipyard.serving.tables  # noqa: F401
 import shipyard.tracking.tables  # noqa: F401
+import shipyard.tuning.tables  # noqa: F401
 from shipyard.core.db import metadata
 
 config = context.config
