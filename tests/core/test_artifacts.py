@@ -340,3 +340,25 @@ def test_tracking_round_trip_on_s3(moto: dict, tmp_path: Path, db_url: str) -> N
 def _blob_suffix(data: bytes) -> str:
     d = hashlib.sha256(data).hexdigest()
     return f"{d[:2]}/{d[2:4]}/{d}"
+
+
+def test_named_files_are_stored_by_path_listed_and_kept_out_of_the_blobs(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    src = write(tmp_path / "a.jsonl", b'{"x": 1}\n')
+    store.put_named("capture/p/e/2026/11/24/00/a.jsonl", src)
+    store.put_named("capture/p/e/2026/11/24/01/b.jsonl", write(tmp_path / "b", b"{}\n"))
+    store.put_named("capture/p/other/c.jsonl", src)
+    assert store.list_named("capture/p/e") == [
+        "capture/p/e/2026/11/24/00/a.jsonl",
+        "capture/p/e/2026/11/24/01/b.jsonl",
+    ]
+    assert store.read_named("capture/p/e/2026/11/24/00/a.jsonl") == b'{"x": 1}\n'
+    assert store.list_named("capture/nothing-here") == []
+    assert blobs(store) == []  # not content-addressed: the blob area is untouched
+    for bad in ("../escape.jsonl", "/abs.jsonl", "blobs/ab/cd/x", "tmp/x"):
+        with pytest.raises(InvalidArgument) as err:
+            store.put_named(bad, src)
+        assert err.value.details["field"] == "key"
+    with pytest.raises(NotFound):
+        store.read_named("capture/p/e/missing.jsonl")

@@ -397,9 +397,33 @@ def test_with_auth_on_endpoints_need_a_token_and_a_role(
                     e = viewer.get(f"{base}/fraud").json()
                     return e if e["status"] == "InService" else None
 
-                wait_for(serving, 60)
+                ep = wait_for(serving, 60)
                 r = viewer.post(f"{base}/fraud/invocations", json=body)
                 assert r.status_code == 200 and r.json() == {"predictions": [1]}
+                # The endpoint's own port: health probes are open, everything else wants the
+                # endpoint's invoke key, which an editor (not a viewer) can read.
+                own = ep["url"]
+                assert httpx.get(f"{own}/v2/health/ready").status_code == 200
+                assert httpx.post(f"{own}/invocations", json=body).status_code == 401
+                assert httpx.get(f"{own}/shipyard/stats").status_code == 401
+                assert viewer.get(f"{base}/fraud/invoke-key").status_code == 403
+                key = editor.get(f"{base}/fraud/invoke-key").json()["key"]
+                assert key and key not in tokens.values()
+                wrong = {"authorization": f"Bearer {tokens['editor']}"}
+                assert httpx.post(f"{own}/invocations", json=body, headers=wrong).status_code == 401
+                ok = httpx.post(
+                    f"{own}/invocations", json=body, headers={"authorization": f"Bearer {key}"}
+                )
+                assert ok.status_code == 200 and ok.json() == {"predictions": [1]}
+                # The SDK tries the endpoint's port, is refused, and goes through the server.
+                from shipyard.sdk.client import Client
+                from shipyard.sdk.http import HttpBackend
+
+                sdk = Client(project=project, backend=HttpBackend(srv.url, tokens["viewer"]))
+                assert sdk.endpoint("fraud").predict(row).tolist() == [1]
+                # The control plane still reads the endpoint's figures through the key.
+                listed = viewer.get(base).json()["data"][0]
+                assert listed["ready"] is True and listed["requests"] >= 2
                 assert viewer.delete(f"{base}/fraud").status_code == 403
                 assert editor.delete(f"{base}/fraud").status_code == 204
     finally:

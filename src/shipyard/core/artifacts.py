@@ -165,6 +165,47 @@ class ArtifactStore:
     def read_bytes(self, digest: str) -> bytes:
         return b"".join(self.iter_verified(digest))
 
+    # -- named files: data other tools read by path, not by content ---------------------------
+
+    def put_named(self, key: str, local_path: str | os.PathLike[str]) -> str:
+        """Store a file at ``<root>/<key>`` (an endpoint's captured requests, say), complete or
+        not at all; return its full path in the store."""
+        key = clean_relpath(key, "key")
+        if key.split("/", 1)[0] in ("blobs", "tmp"):
+            raise InvalidArgument.for_field("key", "blobs/ and tmp/ belong to the store")
+        target = f"{self.root}/{key}"
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(self.root, "tmp", uuid.uuid4().hex)
+            try:
+                shutil.copyfile(local_path, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            self.fs.put_file(str(local_path), target)  # an object store's put is atomic
+        return target
+
+    def list_named(self, prefix: str) -> list[str]:
+        """The keys of the named files under ``prefix`` (sorted; empty when there are none)."""
+        prefix = clean_relpath(prefix, "prefix")
+        base = f"{self.root}/{prefix}"
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.root.split("://", 1)[-1] if not self.is_local else self.root
+        return sorted(str(f).split("://", 1)[-1].removeprefix(root + "/") for f in found)
+
+    def read_named(self, key: str) -> bytes:
+        try:
+            data: bytes = self.fs.cat_file(f"{self.root}/{clean_relpath(key, 'key')}")
+        except FileNotFoundError:
+            raise NotFound(f"no file {key!r} in the artifact store", {"field": "key"}) from None
+        return data
+
     def delete(self, digest: str) -> int:
         """Delete a blob; return the bytes freed (0 if it was absent)."""
         path = self._blob(digest)

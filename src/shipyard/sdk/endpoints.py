@@ -146,9 +146,14 @@ class Endpoint:
                 except httpx.TransportError:
                     self._url = None  # moved (restarted on another port) or gone: ask again
                 else:
-                    if r.status_code >= 400:
+                    if r.status_code == 401:
+                        # Auth is on: the endpoint's port wants its invoke key; the platform's
+                        # route takes this client's own token.
+                        self._direct = False
+                    elif r.status_code >= 400:
                         raise error_from_response(r)
-                    return r.content
+                    else:
+                        return r.content
         return self.client.backend.invoke_endpoint(
             self.client._ready(), self.name, body, content_type
         )

@@ -244,12 +244,12 @@ class LocalBackend:
         from shipyard.core.errors import Unavailable
         from shipyard.sdk.endpoints import error_from_response
 
-        url = self.services.endpoints.target(project, name)
+        url, auth = self.services.endpoints.target(project, name)
         try:
             r = httpx.post(
                 f"{url}/invocations",
                 content=body,
-                headers={"content-type": content_type},
+                headers={"content-type": content_type, **auth},
                 timeout=120.0,
                 trust_env=False,
             )

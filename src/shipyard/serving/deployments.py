@@ -110,7 +110,12 @@ def repin(resolve: Resolver, project: str, resolved: dict[str, Any]) -> dict[str
 
 
 def runtime_config(
-    name: str, endpoint_dir: Path, port: int, spec: EndpointSpec, resolved: dict[str, Any]
+    name: str,
+    endpoint_dir: Path,
+    port: int,
+    spec: EndpointSpec,
+    resolved: dict[str, Any],
+    auth_token: str | None = None,
 ) -> dict[str, Any]:
     """The config file the runtime reads (the contract in ``serving/runtime/config.py``)."""
 
@@ -145,6 +150,7 @@ def runtime_config(
         "multi_model": multi,
         "scaling": spec.scaling.model_dump(),
         "trust_code": spec.trust_code,
+        "auth_token": auth_token,
     }
 
 

@@ -32,6 +32,41 @@ class Cancelled(Exception):
 
 
 LOG_NAME = "runtime.log"
+KEY_NAME = "invoke.key"
+
+
+def ensure_invoke_key(endpoint_dir: Path) -> str:
+    """The endpoint's invoke key (made once, readable by this user only): with auth on, the
+    endpoint's own port asks for it as a bearer token."""
+    path = endpoint_dir / KEY_NAME
+    with contextlib.suppress(FileNotFoundError):
+        key = path.read_text().strip()
+        if key:
+            return key
+    import secrets
+
+    endpoint_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{KEY_NAME}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    os.replace(tmp, path)
+    return key
+
+
+def drop_invoke_key(endpoint_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (endpoint_dir / KEY_NAME).unlink()
+
+
+def invoke_headers(endpoint_dir: Path) -> dict[str, str]:
+    """What a call to the endpoint's own port carries: its key, when it has one."""
+    try:
+        key = (endpoint_dir / KEY_NAME).read_text().strip()
+    except FileNotFoundError:
+        return {}
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -168,7 +203,11 @@ class RuntimeProcess:
                 if r.status_code == 200:
                     return
                 # Up but not ready: still loading, or it gave up (a model it cannot load).
-                stats = http.get(f"{self.url}/shipyard/stats", timeout=2.0).json()
+                stats = http.get(
+                    f"{self.url}/shipyard/stats",
+                    timeout=2.0,
+                    headers=invoke_headers(self.config_path.parent),
+                ).json()
                 if isinstance(stats, dict) and stats.get("status") == "Failed":
                     raise RuntimeError(f"the model server failed to start: {stats.get('error')}")
             except (httpx.HTTPError, ValueError):

@@ -95,6 +95,13 @@ def delete_endpoint(name: str, scope: Editor, svc: Endpoints) -> Response:
     return Response(status_code=204)
 
 
+@router.get("/{name}/invoke-key")
+def get_invoke_key(name: str, scope: Editor, svc: Endpoints) -> dict[str, str | None]:
+    """The bearer key the endpoint's own port asks for when auth is on (``null`` when it is
+    off): for callers that go to the endpoint directly rather than through this server."""
+    return {"key": svc.invoke_key(scope.project, name)}
+
+
 @router.get("/{name}/deployments")
 def list_deployments(name: str, scope: Viewer, svc: Endpoints) -> DeploymentsPublic:
     return svc.deployments(scope.project, name)
@@ -125,8 +132,9 @@ def _proxy_client(request: Request) -> httpx.AsyncClient:
 
 
 async def _forward(request: Request, svc: EndpointService, project: str, name: str, path: str):  # type: ignore[no-untyped-def]
-    base = await run_in_threadpool(svc.target, project, name)
+    base, auth = await run_in_threadpool(svc.target, project, name)
     headers = {k: v for k in _FORWARD_HEADERS if (v := request.headers.get(k)) is not None}
+    headers.update(auth)
     try:
         upstream = await _proxy_client(request).request(
             request.method,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,7 +55,12 @@ from shipyard.projects.service import ProjectService
 from shipyard.serving import deployments
 from shipyard.serving import stats as stats_
 from shipyard.serving.deployments import Resolver
-from shipyard.serving.process import RuntimeProcess, write_json_atomic
+from shipyard.serving.process import (
+    RuntimeProcess,
+    ensure_invoke_key,
+    invoke_headers,
+    write_json_atomic,
+)
 from shipyard.serving.schemas import (
     DeploymentPublic,
     DeploymentsPublic,
@@ -68,10 +74,14 @@ from shipyard.serving.schemas import (
     EndpointUpdate,
     VariantPublic,
 )
-from shipyard.serving.supervisor import LEASE_MS, Supervisor
+from shipyard.serving.supervisor import LEASE_MS, Supervisor, log
 from shipyard.serving.tables import endpoint_deployments, endpoint_events, endpoints
 
 S = EndpointStatus
+
+
+# How often complete capture files go from SHIPYARD_HOME to a remote artifact store.
+CAPTURE_SHIP_INTERVAL_S = 5.0
 
 
 class EndpointService(Supervisor):
@@ -95,9 +105,12 @@ class EndpointService(Supervisor):
             resolve,
             start_timeout_s=start_timeout_s,
             supervise_interval_s=supervise_interval_s,
+            auth=settings.auth,
         )
         self.store = store
         self.settings = settings
+        self._next_ship = 0.0
+        self._ship_lock = threading.Lock()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -340,12 +353,13 @@ class EndpointService(Supervisor):
             ]
         )
 
-    def target(self, project: str, name: str) -> str:
-        """The base URL of a serving endpoint (cached for a second): for the pass-through."""
+    def target(self, project: str, name: str) -> tuple[str, dict[str, str]]:
+        """The base URL of a serving endpoint and the headers a call to it carries (its invoke
+        key when auth is on), cached for a second: for the pass-through."""
         key = (project, name)
         hit = self._target_cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+            return hit[1], hit[2]
         row = self._row(project, name)
         if row.port is None or row.status not in (S.in_service.value, S.updating.value):
             raise Unavailable(
@@ -353,17 +367,51 @@ class EndpointService(Supervisor):
                 {"field": "name", "status": row.status},
             )
         url = f"http://{row.host}:{row.port}"
-        self._target_cache[key] = (time.monotonic() + 1.0, url)
-        return url
+        headers = invoke_headers(self.root / row.id)
+        self._target_cache[key] = (time.monotonic() + 1.0, url, headers)
+        return url, headers
+
+    def invoke_key(self, project: str, name: str) -> str | None:
+        """The bearer key the endpoint's own port asks for (None while auth is off)."""
+        row = self._row(project, name)
+        if not self.auth:
+            return None
+        return ensure_invoke_key(self.root / row.id)
 
     def close(self) -> None:
         self.shutdown(stop_processes=False)
         self._http.close()
+        with contextlib.suppress(Exception):  # what is complete goes now; the rest next time
+            self.ship_captures()
 
     # -- deploying -------------------------------------------------------------------------------
 
     def _resolve_spec(self, project: str, spec: EndpointSpec, *, shorthand: bool) -> dict[str, Any]:
         return deployments.resolve_spec(self._resolver(), project, spec, shorthand=shorthand)
+
+    def supervise_once(self) -> None:
+        super().supervise_once()
+        if not self.store.is_local and time.monotonic() >= self._next_ship:
+            self._next_ship = time.monotonic() + CAPTURE_SHIP_INTERVAL_S
+            try:
+                self.ship_captures()
+            except Exception:  # the store is down: the files wait for the next pass
+                log.exception("uploading captured requests failed")
+
+    def ship_captures(self) -> int:
+        """Move the complete capture files (``*.jsonl``; a file still being written is
+        ``*.jsonl.part``) that endpoints wrote under SHIPYARD_HOME into the artifact store when
+        it is not a local folder, at the same place: ``capture/<project>/<endpoint>/YYYY/MM/DD/
+        HH/<file>``. Returns how many were moved. Called every few seconds by the supervisor."""
+        if self.store.is_local:
+            return 0  # the runtime already writes inside the store's folder
+        moved = 0
+        with self._ship_lock:  # the supervisor's pass and an explicit call take turns
+            for path in sorted((self.settings.home / "capture").rglob("*.jsonl")):
+                self.store.put_named(path.relative_to(self.settings.home).as_posix(), path)
+                path.unlink()
+                moved += 1
+        return moved
 
     def _capture_dir(self, project: str, name: str) -> str:
         """Where the runtime writes captured requests: inside the artifact store's folder when
@@ -488,7 +536,11 @@ class EndpointService(Supervisor):
     def _reload(self, proc: RuntimeProcess) -> None:
         """Ask the running server to load its config again; raise if it could not."""
         try:
-            r = self._http.post(f"{proc.url}/shipyard/reload", timeout=self.start_timeout_s)
+            r = self._http.post(
+                f"{proc.url}/shipyard/reload",
+                timeout=self.start_timeout_s,
+                headers=invoke_headers(proc.config_path.parent),
+            )
         except httpx.HTTPError as exc:
             raise Unavailable(f"the endpoint's server did not answer the reload: {exc}") from exc
         if r.status_code >= 400:
@@ -513,7 +565,11 @@ class EndpointService(Supervisor):
         if row.port is None or row.status not in (S.in_service.value, S.updating.value):
             return None
         try:
-            r = self._http.get(f"http://{row.host}:{row.port}/shipyard/stats", timeout=1.0)
+            r = self._http.get(
+                f"http://{row.host}:{row.port}/shipyard/stats",
+                timeout=1.0,
+                headers=invoke_headers(self.root / row.id),
+            )
         except httpx.HTTPError:
             return None
         if r.status_code != 200:

@@ -46,6 +46,8 @@ from shipyard.serving.process import (
     CONFIG_NAME,
     Cancelled,
     RuntimeProcess,
+    drop_invoke_key,
+    ensure_invoke_key,
     free_port,
     port_is_free,
     write_json_atomic,
@@ -86,8 +88,11 @@ class Supervisor:
         *,
         start_timeout_s: float = 120.0,
         supervise_interval_s: float = 0.5,
+        auth: bool = False,
     ) -> None:
         self.db = db
+        # With auth on, each endpoint's own port asks for the endpoint's invoke key.
+        self.auth = auth
         self.projects = projects
         self.root = root  # <root>/<endpoint id>/: config.json, runtime.log, models/
         self._resolve_fn = resolve
@@ -103,7 +108,7 @@ class Supervisor:
         self._supervisor: threading.Thread | None = None
         self._workers: set[threading.Thread] = set()  # starts and restarts under way
         self._renewed_at = 0
-        self._target_cache: dict[tuple[str, str], tuple[float, str]] = {}
+        self._target_cache: dict[tuple[str, str], tuple[float, str, dict[str, str]]] = {}
 
     # -- the supervisor's life ---------------------------------------------------------------
 
@@ -163,7 +168,13 @@ class Supervisor:
     def _runtime_config(
         self, row: Any, port: int, spec: EndpointSpec, resolved: dict[str, Any]
     ) -> dict[str, Any]:
-        return deployments.runtime_config(row.name, self.root / row.id, port, spec, resolved)
+        endpoint_dir = self.root / row.id
+        if self.auth:
+            key: str | None = ensure_invoke_key(endpoint_dir)
+        else:
+            key = None
+            drop_invoke_key(endpoint_dir)
+        return deployments.runtime_config(row.name, endpoint_dir, port, spec, resolved, key)
 
     # -- starting and stopping processes ---------------------------------------------------------
 

@@ -81,6 +81,11 @@ async def _read_body(receive: Any) -> bytes:
     return b"".join(parts)
 
 
+# Health probes answer without a token (load balancers and the control plane's liveness checks
+# carry none); they tell nothing but up or ready.
+_OPEN_PATHS = frozenset(("/ping", "/v2/health/live", "/v2/health/ready"))
+
+
 class RuntimeApp:
     def __init__(self, rt: EndpointRuntime) -> None:
         self.rt = rt
@@ -127,7 +132,7 @@ class RuntimeApp:
     async def _http(self, scope: Any, receive: Any, send: Any) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
-        if self.auth is not None and not self._authorized(scope):
+        if self.auth is not None and path not in _OPEN_PATHS and not self._authorized(scope):
             await _send(send, 401, _err("authorization: a valid bearer token is required"))
             return
         if path.startswith("/v2/models/"):
