@@ -12,6 +12,7 @@ import math
 import random
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
@@ -125,6 +126,19 @@ def _check_value(key: str, value: object, limit: int, field: str) -> str:
     if len(value) > limit:
         raise InvalidArgument.for_field(f"{field}.{key}", f"longer than {limit} characters")
     return value
+
+
+@dataclass
+class RunRecord:
+    """A run that already ended, for ``TrackingService.record_runs``. Times in epoch ms."""
+
+    name: str
+    status: RunStatus
+    start_time: int
+    end_time: int
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: list[MetricRow] = field(default_factory=list)
 
 
 class TrackingService(ExperimentsMixin, ArtifactsMixin):
@@ -501,6 +515,87 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                     )
                     .on_conflict_do_nothing()
                 )
+
+    def record_runs(
+        self,
+        project: str,
+        experiment_id: str,
+        records: list[RunRecord],
+        created_by: str | None = None,
+    ) -> list[str]:
+        """Record runs that already ended, with their params, tags and metrics, in one
+        transaction; returns their ids in order. For the many short runs of a tuning job's
+        in-process trials, where a transaction per run would cost more than the trial."""
+        pid = self.projects.project_id(project)
+        now = now_ms()
+        run_rows, param_rows, tag_rows, metric_rows = [], [], [], []
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        ids = []
+        for i, rec in enumerate(records):
+            rid = new_id()
+            ids.append(rid)
+            if rec.status not in TERMINAL:
+                raise InvalidArgument.for_field(f"runs[{i}].status", "expected a final status")
+            run_rows.append(
+                {
+                    "id": rid,
+                    "project_id": pid,
+                    "experiment_id": experiment_id,
+                    "parent_run_id": None,
+                    "name": rec.name,
+                    "status": rec.status.value,
+                    "start_time": rec.start_time,
+                    "end_time": rec.end_time,
+                    "lifecycle": "active",
+                    "created_by": created_by,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            for k, v in rec.params.items():
+                _check_key(k, "params.key")
+                param_rows.append(
+                    {"run_id": rid, "key": k, "value": _check_value(k, v, MAX_PARAM, "params")}
+                )
+            for k, v in rec.tags.items():
+                _check_key(k, "tags.key")
+                tag_rows.append(
+                    {"run_id": rid, "key": k, "value": _check_value(k, v, MAX_TAG, "tags")}
+                )
+            for key, value, step, ts in rec.metrics:
+                _check_key(key, "metrics.key")
+                if value is not None and not math.isfinite(value):
+                    value = None if math.isnan(value) else math.copysign(sys.float_info.max, value)
+                row = {"run_id": rid, "key": key, "step": step, "timestamp": ts, "value": value}
+                metric_rows.append(row)
+                cur = latest.get((rid, key))
+                if cur is None or (step, ts) >= (cur["step"], cur["timestamp"]):
+                    latest[(rid, key)] = row
+        if not ids:
+            return ids
+        with self.db.write() as conn:
+            exp = conn.execute(
+                select(experiments.c.id).where(
+                    experiments.c.id == experiment_id, experiments.c.project_id == pid
+                )
+            ).first()
+            if exp is None:
+                raise NotFound(
+                    f"experiment {experiment_id!r} not found in project {project!r}",
+                    {"field": "experiment_id"},
+                )
+            conn.execute(runs.insert(), run_rows)
+            if param_rows:
+                conn.execute(run_params.insert(), param_rows)
+            if tag_rows:
+                conn.execute(run_tags.insert(), tag_rows)
+            if metric_rows:
+                if conn.dialect.name == "postgresql":
+                    _copy_metrics(conn, metric_rows)
+                else:
+                    conn.execute(metrics.insert(), metric_rows)
+                conn.execute(latest_metrics.insert(), list(latest.values()))
+        return ids
 
     def get_metric_history(self, project: str, run_id: str, key: str) -> MetricHistory:
         pid = self.projects.project_id(project)

@@ -1,0 +1,376 @@
+"""The coordinator of one ``job`` tuning job: it proposes trials, submits each as a training job,
+follows their objective metric, stops the ones the pruner gives up on, and ends the tuning job.
+
+It runs in a thread of the process that created or adopted the tuning job, rebuilds the Optuna
+study from the trial rows when it starts (so a resumed job picks up where its rows say), and
+writes the tuning job only while it holds its lease (``owner``): a coordinator that lost the
+lease stands down.
+
+Per poll it reads, for each running trial, the job (its status) and the objective metric's
+history from the trial's run; the trial rows that changed are written back in one transaction.
+A trial row is inserted before its job is submitted, and the job carries an idempotency key made
+of the tuning job and the trial number, so a coordinator that died between the two submits the
+same job again on resume instead of a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import select, update
+
+from shipyard.core.errors import NotFound
+from shipyard.core.timeutil import now_ms
+from shipyard.tuning import engine
+from shipyard.tuning.schemas import TrialState, TuningJobStatus
+from shipyard.tuning.tables import tuning_jobs, tuning_trials
+
+if TYPE_CHECKING:
+    from shipyard.tuning.service import TuningService
+
+log = logging.getLogger("shipyard.tuning")
+PRUNED_REASON = "pruned by ASHA/Hyperband"
+# A tuning job whose first trials all fail is failed at once: the script is likely broken, and
+# running the rest would only repeat the error.
+FAIL_FAST = 3
+
+
+@dataclass
+class Running:
+    number: int
+    params: dict[str, Any]
+    job_id: str | None
+    run_id: str | None
+    intermediate: dict[int, float] = field(default_factory=dict)
+
+
+class Coordinator:
+    def __init__(self, svc: TuningService, tuning_job_id: str, stop: threading.Event) -> None:
+        self.svc = svc
+        self.db = svc.db
+        self.tuning_job_id = tuning_job_id
+        self.stop = stop
+        self.done = threading.Event()
+        self.lost = threading.Event()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        from shipyard.tuning.service import config_of, spec_of, trial_row
+
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(tuning_jobs).where(tuning_jobs.c.id == self.tuning_job_id)
+            ).one()
+            rows = conn.execute(
+                select(tuning_trials).where(tuning_trials.c.tuning_job_id == self.tuning_job_id)
+            ).all()
+            warm_rows = (
+                conn.execute(
+                    select(tuning_trials).where(
+                        tuning_trials.c.tuning_job_id.in_(spec_of(row).warm_start_from)
+                    )
+                ).all()
+                if spec_of(row).warm_start_from
+                else []
+            )
+        self.project = self.svc.projects.project_name(row.project_id)
+        self.spec = spec_of(row)
+        self.name = row.name
+        self.metric = self.spec.objective.metric
+        cfg = config_of(self.spec)
+        self.search = engine.Search(
+            cfg, [trial_row(r) for r in rows], [trial_row(r) for r in warm_rows]
+        )
+        self.budget = engine.trial_budget(cfg, self.spec.max_trials)
+        self.running: dict[int, Running] = {}
+        for r in rows:
+            if r.state == TrialState.running.value:
+                t = trial_row(r)
+                self.running[r.number] = Running(
+                    r.number, t.params, r.job_id, r.run_id, dict(t.intermediate_values)
+                )
+        self.finished = [trial_row(r) for r in rows if r.state != TrialState.running.value]
+        beat = threading.Thread(
+            target=self._heartbeat, name=f"lease-tuning-{self.tuning_job_id}", daemon=True
+        )
+        beat.start()
+        try:
+            self._loop()
+        finally:
+            self.done.set()
+            beat.join()
+
+    def _heartbeat(self) -> None:
+        while not self.done.wait(self.svc.lease_ms / 3000):
+            try:
+                with self.db.write() as conn:
+                    n = conn.execute(
+                        update(tuning_jobs)
+                        .where(
+                            tuning_jobs.c.id == self.tuning_job_id,
+                            tuning_jobs.c.owner == self.svc.owner,
+                        )
+                        .values(lease_expires_at=now_ms() + self.svc.lease_ms)
+                    ).rowcount
+            except Exception:
+                log.warning("tuning job %s: could not renew the lease", self.tuning_job_id)
+                continue
+            if not n and not self.done.is_set():
+                self.lost.set()
+                self.stop.set()
+                return
+
+    def _status(self) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(  # type: ignore[no-any-return]
+                select(tuning_jobs.c.status).where(
+                    tuning_jobs.c.id == self.tuning_job_id,
+                    tuning_jobs.c.owner == self.svc.owner,
+                )
+            ).scalar_one_or_none()
+
+    def _loop(self) -> None:
+        last_check = 0.0
+        while True:
+            if self.lost.is_set():
+                return
+            now = time.monotonic()
+            if self.stop.is_set() or now - last_check >= 1.0:
+                last_check = now
+                status = self._status()
+                if status is None:  # another process holds it now
+                    return
+                if status == TuningJobStatus.stopping.value:
+                    self.svc.stop_trials(
+                        self.project, self.tuning_job_id, "the tuning job was stopped"
+                    )
+                    self.svc.finish(
+                        self.tuning_job_id, TuningJobStatus.stopped, None, owner=self.svc.owner
+                    )
+                    return
+                if self.stop.is_set():  # this process shuts down: leave it to the next one
+                    self._release()
+                    return
+            self._poll()
+            if self._fail_fast():
+                return
+            while (
+                len(self.running) < self.spec.max_parallel and self.search.next_number < self.budget
+            ):
+                self._launch()
+            if not self.running and self.search.next_number >= self.budget:
+                self._finish()
+                return
+            self.stop.wait(self.svc.poll_s)
+
+    def _release(self) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                update(tuning_jobs)
+                .where(
+                    tuning_jobs.c.id == self.tuning_job_id,
+                    tuning_jobs.c.owner == self.svc.owner,
+                )
+                .values(owner=None, lease_expires_at=None, updated_at=now_ms())
+            )
+
+    # -- trials --------------------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        number, params = self.search.ask()
+        now = now_ms()
+        with self.db.write() as conn:
+            conn.execute(
+                tuning_trials.insert().values(
+                    tuning_job_id=self.tuning_job_id,
+                    number=number,
+                    params=orjson.dumps(params).decode(),
+                    state=TrialState.running.value,
+                    started_at=now,
+                )
+            )
+        r = Running(number, params, None, None)
+        self.running[number] = r
+        self._submit(r)
+
+    def _submit(self, r: Running) -> None:
+        from shipyard.jobs.schemas import JobCreate
+
+        assert self.svc.jobs is not None and self.spec.trial is not None
+        template = self.spec.trial
+        body = template.model_dump(exclude_unset=False)
+        body["hyperparameters"] = {**template.hyperparameters, **r.params}
+        body["tuning_job_id"] = self.tuning_job_id
+        body["idempotency_key"] = f"tuning-{self.tuning_job_id}-{r.number}"
+        body["name"] = f"{template.name or self.name}-{r.number}"[:256]
+        if "experiment" not in template.model_fields_set:
+            body["experiment"] = self.spec.experiment or "tuning"
+        body["tags"] = {
+            **template.tags,
+            "shipyard.tuning_job_id": self.tuning_job_id,
+            "shipyard.trial": str(r.number),
+        }
+        job = self.svc.jobs.submit(self.project, JobCreate.model_validate(body))
+        r.job_id, r.run_id = job.id, job.run_id
+        with self.db.write() as conn:
+            conn.execute(
+                update(tuning_trials)
+                .where(
+                    tuning_trials.c.tuning_job_id == self.tuning_job_id,
+                    tuning_trials.c.number == r.number,
+                )
+                .values(job_id=job.id, run_id=job.run_id)
+            )
+
+    def _history(self, run_id: str) -> dict[int, float]:
+        """The objective metric by step (the last value logged at a step wins)."""
+        try:
+            h = self.svc.tracking.get_metric_history(self.project, run_id, self.metric)
+        except NotFound:
+            return {}
+        out: dict[int, float] = {}
+        for step, value in zip(h.steps, h.values, strict=True):
+            if value is not None:
+                out[int(step)] = float(value)
+        return out
+
+    def _poll(self) -> None:
+        assert self.svc.jobs is not None
+        updates: list[dict[str, Any]] = []
+        for number, r in list(self.running.items()):
+            if r.job_id is None:
+                self._submit(r)
+            assert r.job_id is not None
+            try:
+                job = self.svc.jobs.get(self.project, r.job_id)
+            except NotFound:
+                self._end(r, TrialState.failed, None, "its job was deleted", updates)
+                continue
+            r.run_id = r.run_id or job.run_id
+            history = self._history(r.run_id) if r.run_id else {}
+            changed = {s: v for s, v in history.items() if r.intermediate.get(s) != v}
+            if changed:
+                r.intermediate.update(changed)
+            prune = bool(changed) and self.search.report(number, history)
+            if prune and not job.status.final:
+                self.svc.jobs.stop(self.project, r.job_id, reason=PRUNED_REASON)
+                last = r.intermediate[max(r.intermediate)]
+                self._end(r, TrialState.pruned, last, PRUNED_REASON, updates)
+                continue
+            if job.status.final:
+                if job.status.value == "completed":
+                    if history:
+                        value = history[max(history)]
+                        self._end(r, TrialState.completed, value, None, updates)
+                    else:
+                        self._end(
+                            r,
+                            TrialState.failed,
+                            None,
+                            f"the trial's run logged no metric {self.metric!r} (the objective)",
+                            updates,
+                        )
+                else:
+                    reason = job.failure_reason or f"its job ended {job.status.value}"
+                    self._end(r, TrialState.failed, None, reason, updates)
+                continue
+            if changed:
+                updates.append(
+                    {
+                        "number": number,
+                        "intermediate_values": _dump(r.intermediate),
+                    }
+                )
+        if updates:
+            with self.db.write() as conn:
+                for u in updates:
+                    number = u.pop("number")
+                    conn.execute(
+                        update(tuning_trials)
+                        .where(
+                            tuning_trials.c.tuning_job_id == self.tuning_job_id,
+                            tuning_trials.c.number == number,
+                        )
+                        .values(**u)
+                    )
+
+    def _end(
+        self,
+        r: Running,
+        state: TrialState,
+        value: float | None,
+        error: str | None,
+        updates: list[dict[str, Any]],
+    ) -> None:
+        self.search.tell(r.number, state, value)
+        del self.running[r.number]
+        self.finished.append(
+            engine.TrialRow(r.number, r.params, state, value, dict(r.intermediate))
+        )
+        updates.append(
+            {
+                "number": r.number,
+                "state": state.value,
+                "value": value,
+                "error": error,
+                "intermediate_values": _dump(r.intermediate),
+                "run_id": r.run_id,
+                "ended_at": now_ms(),
+            }
+        )
+
+    def _fail_fast(self) -> bool:
+        done = sorted(self.finished, key=lambda t: t.number)
+        if any(t.state != TrialState.failed for t in done):
+            return False
+        first = [t for t in done if t.number < FAIL_FAST]
+        if len(first) < min(FAIL_FAST, self.budget):
+            return False
+        reason = self._first_error()
+        self.svc.stop_trials(self.project, self.tuning_job_id, "the tuning job failed")
+        self.svc.finish(
+            self.tuning_job_id,
+            TuningJobStatus.failed,
+            f"the first {len(first)} trials failed; trial 0: {reason}",
+            owner=self.svc.owner,
+        )
+        return True
+
+    def _first_error(self) -> str:
+        with self.db.read() as conn:
+            return (
+                conn.execute(
+                    select(tuning_trials.c.error)
+                    .where(
+                        tuning_trials.c.tuning_job_id == self.tuning_job_id,
+                        tuning_trials.c.error.is_not(None),
+                    )
+                    .order_by(tuning_trials.c.number)
+                    .limit(1)
+                ).scalar_one_or_none()
+                or "failed"
+            )
+
+    def _finish(self) -> None:
+        best = engine.best_of(self.finished, self.spec.objective.direction)
+        if best is None:
+            self.svc.finish(
+                self.tuning_job_id,
+                TuningJobStatus.failed,
+                f"no trial completed; trial 0: {self._first_error()}",
+                owner=self.svc.owner,
+            )
+            return
+        self.svc.finish(self.tuning_job_id, TuningJobStatus.completed, None, owner=self.svc.owner)
+
+
+def _dump(values: dict[int, float]) -> str | None:
+    from shipyard.tuning.service import dump_intermediate
+
+    return dump_intermediate(values)
