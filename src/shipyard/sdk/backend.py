@@ -21,6 +21,7 @@ from shipyard.inference.schemas import (
     BatchJobsPublic,
     BatchJobStatus,
 )
+from shipyard.jobs.schemas import Job, JobCreate, JobLogs, JobsPublic, JobStatus
 from shipyard.models.schemas import (
     ApprovalCreate,
     ApprovalPublic,
@@ -182,6 +183,22 @@ class Backend(Protocol):
         page_token: str | None,
     ) -> AsyncInferencesPublic: ...
     def delete_async_inference(self, project: str, request_id: str) -> None: ...
+
+    # training jobs
+    def submit_job(self, project: str, body: JobCreate) -> Job: ...
+    def get_job(self, project: str, job_id: str) -> Job: ...
+    def list_jobs(
+        self,
+        project: str,
+        *,
+        status: Sequence[JobStatus] | None,
+        tuning_job_id: str | None,
+        page_size: int,
+        page_token: str | None,
+    ) -> JobsPublic: ...
+    def stop_job(self, project: str, job_id: str, reason: str | None) -> Job: ...
+    def get_job_logs(self, project: str, job_id: str, after_seq: int, limit: int) -> JobLogs: ...
+    def delete_job(self, project: str, job_id: str) -> None: ...
 
     # model registry
     def create_registered_model(

@@ -3,6 +3,7 @@ inference: a mixin over the transport that ``shipyard.sdk.http`` defines."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from shipyard.inference.schemas import (
     BatchJobsPublic,
     BatchJobStatus,
 )
+from shipyard.jobs.schemas import Job, JobCreate, JobLogs, JobsPublic, JobStatus
 from shipyard.models.schemas import (
     ApprovalCreate,
     ApprovalPublic,
@@ -421,3 +423,62 @@ class PlatformCallsMixin:
 
         cache = getattr(self, "model_cache_dir", None) or Settings().home / "cache" / "models"
         return materialize(Path(cache), info, fetch)
+
+    # -- training jobs ----------------------------------------------------------------------
+
+    def submit_job(self, project: str, body: JobCreate) -> Job:
+        # With an idempotency key a retried POST cannot queue a second job.
+        return Job.model_validate(
+            self._json(
+                "POST",
+                f"{self._p(project)}/jobs",
+                json=body.model_dump(mode="json", exclude_unset=True),
+                idempotent=body.idempotency_key is not None,
+            )
+        )
+
+    def get_job(self, project: str, job_id: str) -> Job:
+        return Job.model_validate(self._json("GET", f"{self._p(project)}/jobs/{_q(job_id)}"))
+
+    def list_jobs(
+        self,
+        project: str,
+        *,
+        status: Sequence[JobStatus] | None = None,
+        tuning_job_id: str | None = None,
+        page_size: int = 100,
+        page_token: str | None = None,
+    ) -> JobsPublic:
+        params: list[tuple[str, str | int]] = [("page_size", page_size)]
+        params += [("status", JobStatus(s).value) for s in status or ()]
+        if tuning_job_id:
+            params.append(("tuning_job_id", tuning_job_id))
+        if page_token:
+            params.append(("page_token", page_token))
+        return JobsPublic.model_validate(
+            self._json("GET", f"{self._p(project)}/jobs", params=params)
+        )
+
+    def stop_job(self, project: str, job_id: str, reason: str | None = None) -> Job:
+        return Job.model_validate(
+            self._json(
+                "POST",
+                f"{self._p(project)}/jobs/{_q(job_id)}/stop",
+                json={"reason": reason},
+                idempotent=True,
+            )
+        )
+
+    def get_job_logs(
+        self, project: str, job_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> JobLogs:
+        return JobLogs.model_validate(
+            self._json(
+                "GET",
+                f"{self._p(project)}/jobs/{_q(job_id)}/logs",
+                params={"after_seq": after_seq, "limit": limit},
+            )
+        )
+
+    def delete_job(self, project: str, job_id: str) -> None:
+        self._request("DELETE", f"{self._p(project)}/jobs/{_q(job_id)}")

@@ -17,6 +17,7 @@ from shipyard.inference.schemas import (
     BatchJobsPublic,
     BatchJobStatus,
 )
+from shipyard.jobs.schemas import Job, JobCreate, JobLogs, JobsPublic, JobStatus
 from shipyard.models.schemas import (
     ApprovalCreate,
     ApprovalPublic,
@@ -312,6 +313,44 @@ class LocalBackend:
 
     def delete_async_inference(self, project: str, request_id: str) -> None:
         self.services.async_inference.delete(project, request_id)
+
+    # -- training jobs ----------------------------------------------------------------------
+
+    def submit_job(self, project: str, body: JobCreate) -> Job:
+        # The submit wakes this process's worker (started on the first one) when embedded
+        # workers are on: a notebook with no server runs its jobs itself.
+        return self.services.jobs.submit(project, body, created_by=os.environ.get("USER"))
+
+    def get_job(self, project: str, job_id: str) -> Job:
+        return self.services.jobs.get(project, job_id)
+
+    def list_jobs(
+        self,
+        project: str,
+        *,
+        status: Sequence[JobStatus] | None = None,
+        tuning_job_id: str | None = None,
+        page_size: int = 100,
+        page_token: str | None = None,
+    ) -> JobsPublic:
+        return self.services.jobs.list(
+            project,
+            status=status or None,
+            tuning_job_id=tuning_job_id,
+            page_token=page_token,
+            max_results=page_size,
+        )
+
+    def stop_job(self, project: str, job_id: str, reason: str | None = None) -> Job:
+        return self.services.jobs.stop(project, job_id, reason)
+
+    def get_job_logs(
+        self, project: str, job_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> JobLogs:
+        return self.services.jobs.logs(project, job_id, after_seq=after_seq, limit=limit)
+
+    def delete_job(self, project: str, job_id: str) -> None:
+        self.services.jobs.delete(project, job_id)
 
     # -- model registry ---------------------------------------------------------------------
 

@@ -115,6 +115,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     services.endpoints.start_supervisor()
     services.async_inference.start()  # answers requests accepted before a restart
+    # Jobs queued before a restart run now; with embedded workers off, it only reaps.
+    services.start_job_worker(run_jobs=services.settings.job_workers_embedded)
     try:
         yield
     finally:
@@ -124,6 +126,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.endpoints.shutdown, True)
         # Batch jobs driven here stop cleanly (STOPPED, resumable at once).
         await run_in_threadpool(services.batch.shutdown)
+        # Training jobs running here go back to the queue, their attempt not counted.
+        if services.job_worker is not None:
+            await run_in_threadpool(services.job_worker.stop)
 
 
 def create_app(services: Services | None = None) -> FastAPI:
@@ -177,6 +182,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         return {"status": "ok"}
 
     from shipyard.inference.router import router as inference_router
+    from shipyard.jobs.router import router as jobs_router
     from shipyard.models.mlflow_registry import router as mlflow_registry_router
     from shipyard.models.router import router as models_router
     from shipyard.projects.router import router as projects_router
@@ -188,6 +194,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.include_router(projects_router, prefix="/api/v1")
     app.include_router(tracking_router, prefix="/api/v1")
     app.include_router(inference_router, prefix="/api/v1")
+    app.include_router(jobs_router, prefix="/api/v1")
     app.include_router(models_router, prefix="/api/v1")
     app.include_router(endpoints_router, prefix="/api/v1")
     app.include_router(mlflow_router)  # MLflow's REST API at /api/2.0/mlflow...

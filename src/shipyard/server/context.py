@@ -3,6 +3,7 @@ SDK's in-process backend so both run exactly the same code."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from shipyard.core.artifacts import ArtifactStore
@@ -13,10 +14,29 @@ from shipyard.inference.asynchronous import AsyncInferenceService
 from shipyard.inference.resolve import ModelCache, ModelResolver
 from shipyard.inference.service import BatchService
 from shipyard.inference.worker import PRELOAD as SHARD_PRELOAD
+from shipyard.jobs.service import JobService
+from shipyard.jobs.worker import PRELOAD as JOB_PRELOAD
+from shipyard.jobs.worker import JobWorker
 from shipyard.models.service import ModelService
 from shipyard.projects.service import ProjectService
 from shipyard.serving.service import EndpointService
 from shipyard.tracking.service import TrackingService
+
+_worker_lock = threading.Lock()
+
+
+def make_executor(settings: Settings) -> Executor:
+    """The one executor of this process, shared by jobs, trials and batch shards: local
+    subprocesses (a fork server preloads what they import) or a Ray cluster."""
+    if settings.executor == "ray":
+        from shipyard.core.ray_executor import RayExecutor
+
+        return RayExecutor(settings.home / "tasks", settings.ray_address)
+    return LocalExecutor(
+        settings.home / "tasks",
+        settings.executor_slots,
+        preload=(*SHARD_PRELOAD, *JOB_PRELOAD),
+    )
 
 
 @dataclass
@@ -31,6 +51,9 @@ class Services:
     executor: Executor
     batch: BatchService
     async_inference: AsyncInferenceService
+    jobs: JobService
+    # This process's job worker (the embedded one), made by ``start_job_worker``.
+    job_worker: JobWorker | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Services:
@@ -47,13 +70,14 @@ class Services:
         endpoints = EndpointService(db, store, projects, settings, models.resolve)
         # Inference: a model folder given by path is accepted only when the caller may read this
         # machine's files anyway (auth off); batch paths are confined to <home>/batch/<project>.
-        executor = LocalExecutor(settings.home / "tasks", preload=SHARD_PRELOAD)
+        executor = make_executor(settings)
         resolver = ModelResolver(models, allow_paths=not settings.auth)
         batch = BatchService(
             db, projects, resolver, executor, home=settings.home, restrict_paths=settings.auth
         )
         async_inference = AsyncInferenceService(db, store, projects, resolver, ModelCache())
-        return cls(
+        jobs = JobService(db, projects, tracking, lease_s=settings.job_lease_s)
+        services = cls(
             settings,
             db,
             store,
@@ -64,9 +88,28 @@ class Services:
             executor=executor,
             batch=batch,
             async_inference=async_inference,
+            jobs=jobs,
         )
+        if settings.job_workers_embedded:
+            # A submit in this process starts the embedded worker (a notebook with no server);
+            # the server starts it at once, for jobs queued before it started.
+            jobs.on_submit = services.start_job_worker
+        return services
+
+    def start_job_worker(self, run_jobs: bool = True) -> JobWorker:
+        """Start this process's job worker (once) and wake it. With ``run_jobs`` False it only
+        reaps jobs whose worker died (a server whose jobs run on ``shipyard worker``s)."""
+        with _worker_lock:
+            if self.job_worker is None:
+                self.job_worker = JobWorker(
+                    self.jobs, self.executor, self.settings, run_jobs=run_jobs
+                )
+        self.job_worker.start()
+        return self.job_worker
 
     def close(self) -> None:
+        if self.job_worker is not None:
+            self.job_worker.stop()  # its jobs go back to the queue, attempt not counted
         self.endpoints.close()  # stops supervising; endpoints keep serving
         self.batch.shutdown()  # this process's batch jobs stop, ready to resume
         self.async_inference.shutdown()

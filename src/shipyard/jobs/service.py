@@ -1,0 +1,665 @@
+"""Training jobs: the queue in the metadata store, and what the API and the workers do with it.
+
+The only module that queries the jobs tables. ``submit`` records a job ``queued`` (with its run,
+so the job has somewhere to log from its first line) and wakes this process's worker; a worker
+(``jobs.worker``) claims it with a lease, runs its attempts and records how each ended through
+the ``claim``/``heartbeat``/``finish_attempt`` calls below. ``stop`` is a request written on the
+job, so it reaches the worker wherever it runs. ``reap`` settles jobs whose worker stopped
+heartbeating: retried while attempts remain, else failed, never left running.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shipyard.core.db import Database
+from shipyard.core.errors import AlreadyExists, Conflict, NotFound
+from shipyard.core.ids import new_id
+from shipyard.core.paging import check_page_size, decode_page_token, next_token
+from shipyard.core.schemas import validate
+from shipyard.core.timeutil import ms_to_dt, now_ms
+from shipyard.jobs.schemas import (
+    FINAL_STATUSES,
+    Job,
+    JobCreate,
+    JobLogChunk,
+    JobLogs,
+    JobsPublic,
+    JobStatus,
+)
+from shipyard.jobs.tables import job_logs, jobs
+from shipyard.projects.service import ProjectService
+from shipyard.tracking.schemas import ExperimentCreate, MetricRow, RunCreate, RunStatus, RunUpdate
+from shipyard.tracking.service import TrackingService
+
+log = logging.getLogger("shipyard.jobs")
+
+Q, S, R = JobStatus.queued.value, JobStatus.starting.value, JobStatus.running.value
+_FINAL = [s.value for s in FINAL_STATUSES]
+_RUN_STATUS = {
+    JobStatus.completed: RunStatus.FINISHED,
+    JobStatus.failed: RunStatus.FAILED,
+    JobStatus.stopped: RunStatus.KILLED,
+}
+LOST_WORKER = "the worker running it stopped heartbeating"
+# One log chunk holds at most this much text; a larger read is split.
+MAX_CHUNK = 64 * 1024
+
+
+@dataclass
+class ClaimedJob:
+    """What a worker needs to run one attempt of a job it holds the lease of."""
+
+    id: str
+    project: str
+    name: str
+    spec: JobCreate
+    run_id: str
+    attempt: int
+    max_attempts: int
+    runtime_ms: int
+    slots: int
+
+
+@dataclass
+class Heartbeat:
+    held: bool  # False: the lease is no longer ours (reaped); stop running the job
+    stop_requested: bool
+    stop_reason: str | None
+
+
+class JobService:
+    def __init__(
+        self,
+        db: Database,
+        projects: ProjectService,
+        tracking: TrackingService,
+        *,
+        lease_s: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.projects = projects
+        self.tracking = tracking
+        self.lease_ms = int(lease_s * 1000)
+        # Called after a submit: wakes (and on first use starts) this process's worker.
+        self.on_submit: Callable[[], object] | None = None
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def submit(self, project: str, body: JobCreate, created_by: str | None = None) -> Job:
+        """Queue a job and create its run. The same ``idempotency_key`` in a project returns the
+        job made first, whatever the rest of the body says. Raises ``NotFound`` for a missing
+        project; the schema has already refused bad fields."""
+        pid = self.projects.project_id(project)
+        if body.idempotency_key:
+            found = self._by_key(pid, body.idempotency_key)
+            if found is not None:
+                return self.get(project, found)
+        job_id = new_id()
+        name = body.name or f"{body.display_name()}-{job_id[-6:]}"
+        exp_id = self._experiment(project, body.experiment)
+        tags = {**body.tags, "shipyard.job_id": job_id, "shipyard.job_name": name}
+        if body.tuning_job_id:
+            tags["shipyard.tuning_job_id"] = body.tuning_job_id
+        run = self.tracking.create_run(
+            project,
+            validate(RunCreate, experiment_id=exp_id, name=name[:256], tags=tags),
+            created_by=created_by,
+        )
+        if body.hyperparameters:
+            self.tracking.log_batch(
+                project,
+                run.id,
+                params=[(k, _param(v)) for k, v in body.hyperparameters.items()],
+            )
+        now = now_ms()
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    jobs.insert().values(
+                        id=job_id,
+                        project_id=pid,
+                        name=name,
+                        status=Q,
+                        spec=body.model_dump_json(),
+                        slots=body.resources.cpus * body.instance_count,
+                        run_id=run.id,
+                        experiment_id=exp_id,
+                        attempt=0,
+                        max_attempts=body.retries + 1,
+                        stop_requested=False,
+                        idempotency_key=body.idempotency_key,
+                        tuning_job_id=body.tuning_job_id,
+                        runtime_ms=0,
+                        created_by=created_by,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            # The same key, submitted twice at once: the other one won; its run is the run.
+            self.tracking.delete_run(project, run.id)
+            found = self._by_key(pid, body.idempotency_key) if body.idempotency_key else None
+            if found is None:
+                raise
+            return self.get(project, found)
+        if self.on_submit is not None:
+            self.on_submit()
+        return self.get(project, job_id)
+
+    def _experiment(self, project: str, name: str) -> str:
+        try:
+            return self.tracking.get_experiment_by_name(project, name).id
+        except NotFound:
+            try:
+                return self.tracking.create_experiment(
+                    project, validate(ExperimentCreate, name=name)
+                ).id
+            except AlreadyExists:
+                return self.tracking.get_experiment_by_name(project, name).id
+
+    def _by_key(self, pid: str, key: str) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(  # type: ignore[no-any-return]
+                select(jobs.c.id).where(jobs.c.project_id == pid, jobs.c.idempotency_key == key)
+            ).scalar_one_or_none()
+
+    def get(self, project: str, job_id: str) -> Job:
+        """Raises ``NotFound`` for a job not in this project."""
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.id == job_id, jobs.c.project_id == pid)
+            ).first()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found in project {project!r}", {"field": "job_id"})
+        return self._public(project, row)
+
+    def list(
+        self,
+        project: str,
+        *,
+        status: JobStatus | Sequence[JobStatus] | None = None,
+        tuning_job_id: str | None = None,
+        page_token: str | None = None,
+        max_results: int = 100,
+    ) -> JobsPublic:
+        """Newest first. ``status`` is one status or several; ``count`` is the total matching."""
+        pid = self.projects.project_id(project)
+        check_page_size(max_results)
+        offset = decode_page_token(page_token)
+        cond = [jobs.c.project_id == pid]
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            cond.append(jobs.c.status.in_([JobStatus(s).value for s in wanted]))
+        if tuning_job_id is not None:
+            cond.append(jobs.c.tuning_job_id == tuning_job_id)
+        q = (
+            select(jobs)
+            .where(*cond)
+            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+            .offset(offset)
+            .limit(max_results + 1)
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(q).all()
+            count = conn.execute(select(func.count()).select_from(jobs).where(*cond)).scalar_one()
+        return JobsPublic(
+            data=[self._public(project, r) for r in rows[:max_results]],
+            count=int(count),
+            next_page_token=next_token(offset, max_results, len(rows)),
+        )
+
+    def stop(self, project: str, job_id: str, reason: str | None = None) -> Job:
+        """Stop a job: a queued one is ``stopped`` at once; a running one is asked to stop and
+        its worker ends its tasks (``stop_requested`` until then). A final job is returned as it
+        is."""
+        job = self.get(project, job_id)
+        if job.status.final:
+            return job
+        now = now_ms()
+        with self.db.write() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == Q)
+                .values(
+                    status=JobStatus.stopped.value,
+                    stop_requested=True,
+                    stop_reason=reason,
+                    failure_reason=None,
+                    ended_at=now,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not n:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status.in_([S, R]))
+                    .values(stop_requested=True, stop_reason=reason, updated_at=now)
+                )
+        if n:
+            self._system_line(
+                job_id, job.attempt, f"stopped before it started: {reason or 'on request'}"
+            )
+            self._end_run(project, job.run_id, JobStatus.stopped)
+        return self.get(project, job_id)
+
+    def wait(
+        self, project: str, job_id: str, timeout_s: float | None = None, poll_s: float = 0.1
+    ) -> Job:
+        """Poll until the job is final or ``timeout_s`` passed; return it either way."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get(project, job_id)
+            if job.status.final or (deadline is not None and time.monotonic() >= deadline):
+                return job
+            time.sleep(poll_s)
+
+    def logs(self, project: str, job_id: str, after_seq: int = 0, limit: int = 1000) -> JobLogs:
+        """The log chunks after ``after_seq``, oldest first. ``done`` is True once the job is
+        final and nothing more is left to read: a follower stops there."""
+        job = self.get(project, job_id)  # first: chunks written before a final status are seen
+        check_page_size(limit)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(job_logs)
+                .where(job_logs.c.job_id == job_id, job_logs.c.seq > after_seq)
+                .order_by(job_logs.c.seq)
+                .limit(limit)
+            ).all()
+        chunks = [
+            JobLogChunk(
+                seq=r.seq,
+                attempt=r.attempt,
+                rank=r.rank,
+                data=r.data,
+                created_at=ms_to_dt(r.created_at),
+            )
+            for r in rows
+        ]
+        return JobLogs(
+            data=chunks,
+            next_seq=chunks[-1].seq if chunks else after_seq,
+            done=job.status.final and len(rows) < limit,
+            status=job.status,
+        )
+
+    def delete(self, project: str, job_id: str) -> None:
+        """Delete a final job and its log (its run stays). Raises ``Conflict`` for an active
+        job: stop it first."""
+        job = self.get(project, job_id)
+        if not job.status.final:
+            raise Conflict(
+                f"job {job_id} is {job.status.value}: stop it before deleting it",
+                {"field": "job_id", "status": job.status.value},
+            )
+        with self.db.write() as conn:
+            conn.execute(job_logs.delete().where(job_logs.c.job_id == job_id))
+            conn.execute(jobs.delete().where(jobs.c.id == job_id))
+
+    def _public(self, project: str, row: Any) -> Job:
+        return Job(
+            id=row.id,
+            project=project,
+            name=row.name,
+            status=JobStatus(row.status),
+            run_id=row.run_id,
+            experiment_id=row.experiment_id,
+            attempt=row.attempt,
+            attempts=row.max_attempts,
+            failure_reason=row.failure_reason,
+            stop_requested=bool(row.stop_requested),
+            report=orjson.loads(row.report) if row.report else None,
+            model_artifact_path=row.model_artifact_path,
+            worker=row.lease_owner,
+            runtime_s=self._runtime_ms(row) / 1000,
+            spec=JobCreate.model_validate_json(row.spec),
+            tuning_job_id=row.tuning_job_id,
+            created_by=row.created_by,
+            created_at=ms_to_dt(row.created_at),
+            updated_at=ms_to_dt(row.updated_at),
+            started_at=ms_to_dt(row.started_at),
+            ended_at=ms_to_dt(row.ended_at),
+        )
+
+    @staticmethod
+    def _runtime_ms(row: Any) -> int:
+        ms = int(row.runtime_ms or 0)
+        if row.status in (S, R) and row.attempt_started_at:
+            ms += max(0, now_ms() - int(row.attempt_started_at))
+        return ms
+
+    # -- for workers ---------------------------------------------------------------------------
+
+    def has_queued(self, free_slots: int) -> bool:
+        """A cheap read before the write that claims: is there a job this worker could take?"""
+        with self.db.read() as conn:
+            return (
+                conn.execute(
+                    select(jobs.c.id).where(jobs.c.status == Q, jobs.c.slots <= free_slots).limit(1)
+                ).first()
+                is not None
+            )
+
+    def claim(self, owner: str, free_slots: int, lease_ms: int | None = None) -> ClaimedJob | None:
+        """Take the oldest queued job that fits in ``free_slots``: ``starting``, its lease ours,
+        its attempt counted. Two workers never take the same job (PostgreSQL skips rows another
+        transaction has locked; SQLite's write transaction holds the whole database)."""
+        now = now_ms()
+        lease = lease_ms if lease_ms is not None else self.lease_ms
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(jobs)
+                .where(jobs.c.status == Q, jobs.c.slots <= free_slots)
+                .order_by(jobs.c.created_at, jobs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == row.id)
+                .values(
+                    status=S,
+                    attempt=row.attempt + 1,
+                    lease_owner=owner,
+                    lease_expires_at=now + lease,
+                    attempt_started_at=now,
+                    started_at=row.started_at or now,
+                    updated_at=now,
+                )
+            )
+        return ClaimedJob(
+            id=row.id,
+            project=self.projects.project_name(row.project_id),
+            name=row.name,
+            spec=JobCreate.model_validate_json(row.spec),
+            run_id=row.run_id,
+            attempt=row.attempt + 1,
+            max_attempts=row.max_attempts,
+            runtime_ms=int(row.runtime_ms or 0),
+            slots=row.slots,
+        )
+
+    def mark_running(self, job_id: str, owner: str) -> None:
+        now = now_ms()
+        with self.db.write() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == S)
+                .values(status=R, updated_at=now)
+            )
+
+    def heartbeat(
+        self, owner: str, job_ids: Sequence[str], lease_ms: int | None = None
+    ) -> dict[str, Heartbeat]:
+        """Renew the leases this worker holds; say for each job whether it is still ours and
+        whether a stop was asked for."""
+        if not job_ids:
+            return {}
+        now = now_ms()
+        lease = lease_ms if lease_ms is not None else self.lease_ms
+        with self.db.write() as conn:
+            conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id.in_(list(job_ids)),
+                    jobs.c.lease_owner == owner,
+                    jobs.c.status.in_([S, R]),
+                )
+                .values(lease_expires_at=now + lease)
+            )
+            rows = conn.execute(
+                select(
+                    jobs.c.id,
+                    jobs.c.lease_owner,
+                    jobs.c.status,
+                    jobs.c.stop_requested,
+                    jobs.c.stop_reason,
+                ).where(jobs.c.id.in_(list(job_ids)))
+            ).all()
+        found = {r.id: r for r in rows}
+        out = {}
+        for jid in job_ids:
+            r = found.get(jid)
+            held = r is not None and r.lease_owner == owner and r.status in (S, R)
+            out[jid] = Heartbeat(
+                held=held,
+                stop_requested=bool(r.stop_requested) if r is not None else True,
+                stop_reason=r.stop_reason if r is not None else None,
+            )
+        return out
+
+    def stop_requests(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        """The jobs among ``job_ids`` that were asked to stop (or deleted), with the reason."""
+        if not job_ids:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.stop_requested, jobs.c.stop_reason).where(
+                    jobs.c.id.in_(list(job_ids))
+                )
+            ).all()
+        found = {r.id: r for r in rows}
+        return {
+            jid: (found[jid].stop_reason if jid in found else "the job was deleted")
+            for jid in job_ids
+            if jid not in found or found[jid].stop_requested
+        }
+
+    def append_logs(self, job_id: str, entries: Sequence[tuple[int, int | None, str]]) -> None:
+        """Append ``(attempt, rank, text)`` chunks to the job's log, numbered in order."""
+        if not entries:
+            return
+        now = now_ms()
+        for tries in range(3):
+            try:
+                with self.db.write() as conn:
+                    last = conn.execute(
+                        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
+                    ).scalar_one()
+                    seq = int(last or 0)
+                    rows = []
+                    for attempt, rank, text in entries:
+                        for i in range(0, len(text), MAX_CHUNK):
+                            seq += 1
+                            rows.append(
+                                {
+                                    "job_id": job_id,
+                                    "seq": seq,
+                                    "attempt": attempt,
+                                    "rank": rank,
+                                    "data": text[i : i + MAX_CHUNK],
+                                    "created_at": now,
+                                }
+                            )
+                    conn.execute(job_logs.insert(), rows)
+                return
+            except IntegrityError:
+                # Another writer (a stop, the reaper) numbered a line at the same moment.
+                if tries == 2:
+                    raise
+
+    def _system_line(self, job_id: str, attempt: int, text: str) -> None:
+        with contextlib.suppress(IntegrityError):  # the job was deleted meanwhile
+            self.append_logs(job_id, [(attempt, None, f"shipyard: {text}\n")])
+
+    def log_metrics(self, project: str, run_id: str, rows: Sequence[MetricRow]) -> None:
+        if rows:
+            self.tracking.log_batch(project, run_id, metrics_=rows)
+
+    def read_report(self, project: str, run_id: str) -> dict[str, Any] | None:
+        """The ``report.json`` artifact the launcher left on the run, if any."""
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.tracking.download_artifacts(project, run_id, "report.json", tmp)
+                data = orjson.loads(path.read_bytes())
+        except (NotFound, OSError, orjson.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def finish_attempt(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        status: JobStatus,
+        retry: bool = False,
+        failure_reason: str | None = None,
+        report: dict[str, Any] | None = None,
+        model_artifact_path: str | None = None,
+    ) -> JobStatus | None:
+        """Record how an attempt ended: a final ``status``, or (``retry``) back to the queue for
+        the next attempt. Returns the status written, or None when the lease was no longer ours
+        (the job was reaped; what the reaper wrote stands)."""
+        now = now_ms()
+        new = JobStatus.queued if retry else status
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+            ).first()
+            if row is None or row.status not in (S, R):
+                return None
+            ran = max(0, now - int(row.attempt_started_at or now))
+            values: dict[str, Any] = {
+                "status": new.value,
+                "failure_reason": failure_reason,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "runtime_ms": int(row.runtime_ms or 0) + ran,
+                "attempt_started_at": None,
+                "updated_at": now,
+            }
+            if report is not None:
+                values["report"] = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            if model_artifact_path is not None:
+                values["model_artifact_path"] = model_artifact_path
+            if new.final:
+                values["ended_at"] = now
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            project = self.projects.project_name(row.project_id)
+        if new.final:
+            self._end_run(project, row.run_id, new)
+        return new
+
+    def requeue(self, job_id: str, owner: str) -> bool:
+        """Give a job back to the queue without counting the attempt (this worker is shutting
+        down). A stop asked for meanwhile makes it ``stopped`` instead."""
+        now = now_ms()
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+            ).first()
+            if row is None or row.status not in (S, R):
+                return False
+            values: dict[str, Any] = {
+                "status": Q,
+                "attempt": max(0, row.attempt - 1),
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "attempt_started_at": None,
+                "runtime_ms": int(row.runtime_ms or 0)
+                + max(0, now - int(row.attempt_started_at or now)),
+                "updated_at": now,
+            }
+            stopped = bool(row.stop_requested)
+            if stopped:
+                values.update(status=JobStatus.stopped.value, attempt=row.attempt, ended_at=now)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            project = self.projects.project_name(row.project_id)
+        if stopped:
+            self._end_run(project, row.run_id, JobStatus.stopped)
+        return True
+
+    def reap(self) -> builtins.list[str]:
+        """Settle every job whose lease ran out (its worker died): retried while attempts remain,
+        else failed (stopped, if a stop was asked for). Returns the ids settled."""
+        now = now_ms()
+        with self.db.read() as conn:
+            expired = conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status.in_([S, R]), jobs.c.lease_expires_at < now)
+                .order_by(jobs.c.created_at)
+                .limit(1000)
+            ).all()
+        settled = []
+        for (jid,) in expired:
+            outcome = self._reap_one(jid, now)
+            if outcome is not None:
+                settled.append(jid)
+        return settled
+
+    def _reap_one(self, job_id: str, now: int) -> JobStatus | None:
+        with self.db.write() as conn:
+            row = conn.execute(
+                select(jobs).where(
+                    jobs.c.id == job_id,
+                    jobs.c.status.in_([S, R]),
+                    jobs.c.lease_expires_at < now,
+                )
+            ).first()
+            if row is None:
+                return None  # renewed or settled meanwhile
+            ran = max(
+                0, int(row.lease_expires_at) - self.lease_ms - int(row.attempt_started_at or 0)
+            )
+            values: dict[str, Any] = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "attempt_started_at": None,
+                "runtime_ms": int(row.runtime_ms or 0) + (ran if row.attempt_started_at else 0),
+                "updated_at": now,
+            }
+            if row.stop_requested:
+                new = JobStatus.stopped
+                values["failure_reason"] = None
+            elif row.attempt < row.max_attempts:
+                new = JobStatus.queued
+                values["failure_reason"] = f"attempt {row.attempt}: {LOST_WORKER}"
+            else:
+                new = JobStatus.failed
+                values["failure_reason"] = LOST_WORKER
+            values["status"] = new.value
+            if new.final:
+                values["ended_at"] = now
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            project = self.projects.project_name(row.project_id)
+        if new == JobStatus.queued:
+            note = f"attempt {row.attempt} lost: {LOST_WORKER}; retrying"
+        else:
+            note = f"attempt {row.attempt} lost: {LOST_WORKER}; job {new.value}"
+        self._system_line(job_id, row.attempt, note)
+        if new.final:
+            self._end_run(project, row.run_id, new)
+        return new
+
+    def note(self, job_id: str, attempt: int, text: str) -> None:
+        """Write one line of Shipyard's own into the job's log."""
+        self._system_line(job_id, attempt, text)
+
+    def _end_run(self, project: str, run_id: str | None, status: JobStatus) -> None:
+        if not run_id:
+            return
+        # A deleted run is no reason to fail: the job's own status is what matters.
+        with contextlib.suppress(NotFound):
+            self.tracking.update_run(
+                project, run_id, RunUpdate(status=_RUN_STATUS[status], end_time=ms_to_dt(now_ms()))
+            )
+
+
+def _param(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "" if v is None else str(v)

@@ -1,0 +1,66 @@
+"""Fixtures for the jobs tests: services whose executor starts jobs quickly, and the launcher.
+
+The shared ``services`` fixture's executor preloads the batch-inference libraries (pandas,
+scikit-learn: seconds per fork server); jobs tests use an executor that preloads only the
+launcher, so each test's first job starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import make_settings
+
+# The real launcher when it is there; until then a stand-in with the same contract.
+HAVE_LAUNCHER = importlib.util.find_spec("shipyard.jobs.launcher") is not None
+TARGET = "shipyard.jobs.launcher:run_job" if HAVE_LAUNCHER else "tests.jobs.fixtures_jobs:run_job"
+FIX = "tests.jobs.fixtures_jobs"
+
+
+@pytest.fixture(autouse=True)
+def _launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shipyard.jobs.worker as worker
+
+    monkeypatch.setattr(worker, "LAUNCHER", TARGET)
+
+
+def _fast_executor(services, slots: int = 2):  # type: ignore[no-untyped-def]
+    from shipyard.core.executors import LocalExecutor
+
+    services.executor.shutdown()
+    services.executor = LocalExecutor(
+        services.settings.home / "tasks",
+        slots,
+        kill_grace_s=2.0,
+        preload=[TARGET.split(":")[0]],
+    )
+    return services
+
+
+@pytest.fixture
+def settings(tmp_path, db_url):  # type: ignore[no-untyped-def]
+    # Each test its own home: job folders and task logs never mix (the database is shared on
+    # PostgreSQL; every test has its own project).
+    home = tmp_path / "home"
+    if db_url.startswith("sqlite"):
+        db_url = f"sqlite:///{home / 'shipyard.db'}"
+    return make_settings(home, db_url, job_lease_s=3.0)
+
+
+@pytest.fixture
+def services(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from shipyard.server.context import Services
+
+    s = _fast_executor(Services.from_settings(settings))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def jobs(services, project):  # type: ignore[no-untyped-def]
+    """The job service, with ``project`` made."""
+    services.projects.ensure_project(project)
+    return services.jobs
