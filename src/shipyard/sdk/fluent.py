@@ -2,6 +2,13 @@
 
 State is per process: one ``Client`` (made by ``init``, or lazily with defaults) and a stack of
 active runs, so ``start_run(nested=True)`` inside a run makes a child run.
+
+Inside a training job (``SHIPYARD_RUN_ID`` and ``SHIPYARD_PROJECT`` set by the job's launcher),
+the job's run is the one logged to when no run is active: ``sy.log_metric`` needs no set-up,
+``sy.start_run()`` returns the job's run (its ``experiment`` and ``name`` are the job's), and
+``sy.start_run(nested=True)`` makes a child of it. The job owns that run: ending it from the
+script (leaving the ``with`` block, ``sy.end_run()``, interpreter exit) only flushes what was
+logged; its status follows the job's.
 """
 
 from __future__ import annotations
@@ -100,11 +107,15 @@ class ActiveRun:
         run: RunPublic,
         log_system_metrics: bool = False,
         system_metrics_interval_s: float = 5.0,
+        *,
+        owned_by_job: bool = False,
     ) -> None:
         self.client = client
         self.id = run.id
         self.experiment_id = run.experiment_id
         self.name = run.name
+        # The run of the training job this process runs in: never ended from here.
+        self.owned_by_job = owned_by_job
         self._ended = False
         self._sampler: SystemMetricsSampler | None = None
         if log_system_metrics:
@@ -199,6 +210,14 @@ class ActiveRun:
         self._ended = True
         if self._sampler is not None:
             self._sampler.stop()
+        if self.owned_by_job:
+            try:
+                flush()
+            finally:
+                with _lock:
+                    if self in _stack:
+                        _stack.remove(self)
+            return
         try:
             flush()
         finally:
@@ -240,10 +259,29 @@ def start_run(
 ) -> ActiveRun:
     """Start (or with ``run_id``, resume) a run in ``experiment`` (a name; made if missing;
     default ``SHIPYARD_EXPERIMENT`` or "default"). With ``nested=True`` inside a run, the new
-    run is its child."""
+    run is its child.
+
+    Inside a training job, with no run active, this returns the job's run (``experiment`` and
+    ``name`` are ignored; ``tags`` are set on it), and ``nested=True`` makes a child of it.
+    Ending the job's run from the script only flushes it: the job sets its status."""
     client = get_client()
     with _lock:
         parent = _stack[-1] if _stack else None
+        job_run = os.environ.get("SHIPYARD_RUN_ID") or None
+        if parent is None and run_id is None and job_run is not None:
+            attached = ActiveRun(
+                client,
+                client.get_run(job_run),
+                log_system_metrics,
+                system_metrics_interval_s,
+                owned_by_job=True,
+            )
+            _stack.append(attached)
+            if not nested:
+                if tags:
+                    attached.set_tags(tags)
+                return attached
+            parent = attached
         if parent is not None and not nested and run_id is None:
             raise InvalidArgument.for_field(
                 "nested", f"run {parent.id} is already active: end it first, or pass nested=True"
@@ -269,7 +307,13 @@ def start_run(
                 tags={k: _str(v) for k, v in (tags or {}).items()},
             )
             run = client.backend.create_run(client.project, body)
-        active = ActiveRun(client, run, log_system_metrics, system_metrics_interval_s)
+        active = ActiveRun(
+            client,
+            run,
+            log_system_metrics,
+            system_metrics_interval_s,
+            owned_by_job=run_id is not None and run_id == job_run,
+        )
         _stack.append(active)
         return active
 
@@ -343,14 +387,16 @@ def flush() -> None:
         buf.flush()
 
 
-def _at_exit() -> None:
-    # End what the script left open, as MLflow does, after sending what is buffered.
+def _at_exit(status: RunStatus = RunStatus.FINISHED) -> None:
+    # End what the script left open, as MLflow does, after sending what is buffered. A job's
+    # launcher calls this too (with FAILED when the script failed): a task forked by the
+    # executor's fork server leaves through os._exit, which skips atexit.
     try:
         while True:
             run = active_run()
             if run is None:
                 break
-            run.end(RunStatus.FINISHED)
+            run.end(status)
     finally:
         if _buffer is not None:
             _buffer.close()

@@ -1,0 +1,864 @@
+"""What runs inside a job's process: ``run_job``, the executor task of one attempt of one rank.
+
+The worker submits ``TaskSpec(target="shipyard.jobs.launcher:run_job", args={...})``; this
+module lays out the job's folders, stages its input channels, sets the job contract's
+environment, prints one line, runs the user's code (a script, a command, a function, a pickled
+function or a built-in algorithm) under a resource profiler that enforces the memory limit,
+then uploads ``model/`` and ``output/`` as run artifacts and writes ``report.json``.
+
+Folders (``job_dir`` is ``<SHIPYARD_HOME>/jobs/<job id>``, shared by every attempt)::
+
+    <job_dir>/attempt-<n>/rank-<r>/input/<channel>/   SHIPYARD_CHANNEL_<CHANNEL>
+    <job_dir>/attempt-<n>/rank-<r>/model/             SHIPYARD_MODEL_DIR   -> run artifacts model/
+    <job_dir>/attempt-<n>/rank-<r>/output/            SHIPYARD_OUTPUT_DIR  -> run artifacts output/
+    <job_dir>/attempt-<n>/rank-<r>/hyperparameters.json   SHIPYARD_HYPERPARAMETERS
+    <job_dir>/attempt-<n>/rank-<r>/report.json        also the run artifact report.json
+    <job_dir>/checkpoints/rank-<r>/                   SHIPYARD_CHECKPOINT_DIR (kept across attempts)
+
+Nothing is printed before the user's code starts but one line, ``shipyard: starting <entry>
+(attempt n, rank r/world)``, and nothing slow happens before it either: this module imports
+only the standard library at import time (it is preloaded by the executor's fork server), the
+tracking client is made in the background, and heavy libraries load only for what needs them.
+
+The user's failure is reported as theirs (the error boundary): their exception is re-raised
+with their traceback after the report is written; a script's ``sys.exit(n)`` or a command's
+exit status becomes ``UserCodeFailed``; going over ``resources.memory_gb`` becomes
+``MemoryLimitExceeded``. A stop or a timeout (SIGTERM from the executor) still writes the
+report, within the executor's grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shipyard.core.errors import InvalidArgument
+
+# Metrics from the profiler (and built-in algorithms) are sent in batches this often.
+METRICS_FLUSH_S = 5.0
+# After the memory limit interrupts user code running in this process, how long it has to
+# unwind before the process is killed outright.
+MEMORY_KILL_GRACE_S = 5.0
+# How many of the run's metrics the rule checks read back (loss-like ones first).
+MAX_RULE_METRICS = 200
+DEFAULT_MASTER_PORT = 29500
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ALGORITHMS = ("xgboost", "lightgbm", "linear", "random-forest", "kmeans")
+
+
+class UserCodeFailed(Exception):
+    """The job's code failed without an exception of its own: a script's ``sys.exit(n)`` with
+    n != 0, or a command's non-zero exit status."""
+
+
+class MemoryLimitExceeded(UserCodeFailed):
+    """The job's processes went over ``resources.memory_gb`` and were stopped."""
+
+
+class JobFinishFailed(Exception):
+    """The user's code succeeded but its results could not be kept (uploading ``model/`` or
+    the report failed): the attempt fails, so that a retry can keep them."""
+
+
+class _MemoryInterrupt(BaseException):
+    """Raised in the main thread by the profiler's signal: not an ``Exception``, so a script's
+    ``except Exception`` does not swallow it."""
+
+
+class _Stopped(SystemExit):
+    """SIGTERM from the executor (a stop request or ``max_runtime_s``)."""
+
+
+# -- the spec -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Spec:
+    kind: str  # script | command | function | pickle | algorithm
+    entry: str  # what the "starting" line names
+    script: str | None = None
+    command: list[str] | None = None
+    function: str | None = None
+    function_pickle: str | None = None
+    algorithm: str | None = None
+    source_dir: Path | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    cpus: float = 1
+    memory_gb: float | None = None
+    gpus: int = 0
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any] | str) -> _Spec:
+        d = json.loads(spec) if isinstance(spec, str) else dict(spec)
+        if not isinstance(d, dict):
+            raise InvalidArgument.for_field("spec", "expected the job's spec as a JSON object")
+        src = d.get("source_dir")
+        source_dir = Path(src).expanduser().resolve() if src else None
+        hps = d.get("hyperparameters") or {}
+        if not isinstance(hps, dict):
+            raise InvalidArgument.for_field("hyperparameters", "expected an object")
+        inputs = d.get("inputs") or {}
+        if not isinstance(inputs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()
+        ):
+            raise InvalidArgument.for_field("inputs", "expected {channel name: path or URI}")
+        for name in inputs:
+            if not _CHANNEL_RE.match(name):
+                raise InvalidArgument.for_field(
+                    f"inputs.{name}",
+                    "a channel name is 1 to 64 letters, digits, '_', '-' or '.', "
+                    "starting with a letter or digit",
+                )
+        res = d.get("resources") or {}
+        common: dict[str, Any] = {
+            "source_dir": source_dir,
+            "hyperparameters": dict(hps),
+            "inputs": dict(inputs),
+            "cpus": res.get("cpus") or 1,
+            "memory_gb": res.get("memory_gb"),
+            "gpus": res.get("gpus") or 0,
+        }
+        entry, fn, pickled, algo = (
+            d.get("entry_point"),
+            d.get("function"),
+            d.get("function_pickle"),
+            d.get("algorithm"),
+        )
+        given = [k for k, v in (("entry_point", entry), ("function", fn), ("algorithm", algo)) if v]
+        if pickled and not fn:
+            given.append("function_pickle")
+        if len(given) != 1:
+            raise InvalidArgument.for_field(
+                "entry_point",
+                "give exactly one of entry_point, function (or function_pickle) or algorithm",
+                given=given,
+            )
+        if isinstance(entry, list):
+            if not entry or not all(isinstance(a, str) for a in entry):
+                raise InvalidArgument.for_field("entry_point", "expected a non-empty argv list")
+            return cls("command", " ".join(entry), command=list(entry), **common)
+        if isinstance(entry, str):
+            return cls("script", entry, script=entry, **common)
+        if pickled:
+            name = fn if isinstance(fn, str) and fn else "<pickled function>"
+            return cls("pickle", name, function_pickle=pickled, **common)
+        if fn:
+            return cls("function", fn, function=fn, **common)
+        if algo not in ALGORITHMS:
+            raise InvalidArgument.for_field(
+                "algorithm", f"unknown algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
+        return cls("algorithm", f"algorithm {algo}", algorithm=algo, **common)
+
+
+def cli_args(hyperparameters: dict[str, Any]) -> list[str]:
+    """``["--key", "value", ...]``: strings as they are, anything else as JSON (``true``, ``3``)."""
+    out: list[str] = []
+    for k, v in hyperparameters.items():
+        out += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+    return out
+
+
+def channel_env_name(channel: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", channel.upper())
+
+
+# -- staging inputs -----------------------------------------------------------------------------
+
+
+def _link(src: Path, dest: Path) -> None:
+    if dest.is_symlink() or dest.exists():
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        else:
+            dest.unlink()
+    try:
+        os.symlink(src, dest, target_is_directory=src.is_dir())
+    except OSError:  # a filesystem without symlinks: copy
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            shutil.copy2(src, dest)
+
+
+def _storage_options(uri: str) -> dict[str, Any]:
+    """The artifact store's fsspec options (endpoint, keys) for a URI on the same protocol."""
+    root = os.environ.get("SHIPYARD_ARTIFACT_ROOT", "")
+    raw = os.environ.get("SHIPYARD_ARTIFACT_STORAGE_OPTIONS", "")
+    if not raw or uri.split("://", 1)[0] != root.split("://", 1)[0]:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return opts if isinstance(opts, dict) else {}
+
+
+def _download(name: str, uri: str, dest: Path) -> None:
+    """Copy a remote file, or every file under a remote folder, into ``dest``."""
+    import fsspec
+
+    from shipyard.core.artifacts import clean_relpath
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **_storage_options(uri))
+        path = path.rstrip("/")
+        files = [path] if fs.isfile(path) else sorted(fs.find(path))
+    except (OSError, ValueError, ImportError) as exc:
+        raise InvalidArgument.for_field(f"inputs.{name}", f"cannot read {uri}: {exc}") from None
+    if not files:
+        raise InvalidArgument.for_field(f"inputs.{name}", f"{uri} holds no files")
+    for f in files:
+        rel = f.rsplit("/", 1)[-1] if f == path else f[len(path) :].lstrip("/")
+        target = dest / clean_relpath(rel, f"inputs.{name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        fs.get_file(f, str(tmp))
+        os.replace(tmp, target)
+
+
+def stage_channel(name: str, src: str, dest: Path, base: Path) -> None:
+    """Make ``dest`` a folder holding the channel's files: links to a local file or to each
+    entry of a local folder (relative paths are relative to ``base``), or downloaded copies of
+    a remote (``s3://...``) file or folder."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if "://" in src and not src.startswith("file://"):
+        _download(name, src, dest)
+        return
+    p = Path(src.removeprefix("file://")).expanduser()
+    if not p.is_absolute():
+        p = base / p
+    p = p.resolve()
+    if not p.exists():
+        raise InvalidArgument.for_field(f"inputs.{name}", f"{p} does not exist")
+    if p.is_dir():
+        for child in sorted(p.iterdir()):
+            _link(child, dest / child.name)
+    else:
+        _link(p, dest / p.name)
+
+
+# -- the run's side: metrics, artifacts ---------------------------------------------------------
+
+
+class _Tracking:
+    """The launcher's own tracking client (not the fluent API's, which the user's code owns),
+    made on first use, and a metric buffer that sends the profile in batches."""
+
+    def __init__(self, project: str, run_id: str) -> None:
+        self.project = project
+        self.run_id = run_id
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._buffer: Any = None
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from shipyard.sdk.client import Client
+
+                self._client = Client(self.project)
+            return self._client
+
+    def buffer(self) -> Any:
+        with self._lock:
+            if self._buffer is None:
+                from shipyard.sdk.buffer import MetricBuffer
+
+                def send(run_id: str, rows: list[Any], batch_id: str) -> None:
+                    self.client().backend.log_batch(
+                        self.project, run_id, metrics=rows, batch_id=batch_id
+                    )
+
+                self._buffer = MetricBuffer(send, interval_s=METRICS_FLUSH_S)
+            return self._buffer
+
+    def add_rows(self, rows: list[Any]) -> None:
+        self.buffer().add_many(self.run_id, rows)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        ts = time.time_ns() // 1_000_000
+        rows = [(k, float(v), step or 0, ts) for k, v in metrics.items()]
+        self.add_rows(rows)
+
+    def flush(self) -> None:
+        if self._buffer is not None:
+            self._buffer.flush()
+
+    def close(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+
+    def histories(self) -> dict[str, Any]:
+        """The run's metric histories, for the rule checks (profile metrics excluded)."""
+        from shipyard.jobs.profile import METRIC_PREFIX, History, is_loss_name
+
+        c = self.client()
+        run = c.get_run(self.run_id)
+        keys = [k for k in run.metrics if not k.startswith(METRIC_PREFIX) and "/rank-" not in k]
+        keys.sort(key=lambda k: (not is_loss_name(k), k))
+        out = {}
+        for k in keys[:MAX_RULE_METRICS]:
+            h = c.get_metric_history(self.run_id, k)
+            out[k] = History(list(h.steps), list(h.values), list(h.timestamps))
+        return out
+
+
+def _folder_stats(folder: Path) -> tuple[int, int]:
+    n = size = 0
+    for p in folder.rglob("*"):
+        if p.is_file():
+            n += 1
+            size += p.stat().st_size
+    return n, size
+
+
+def ensure_manifest(model_dir: Path) -> str | None:
+    """Make ``model_dir`` a Shipyard model folder when it holds one model file in a format that
+    holds data, not code, but no manifest: ``model.txt`` (LightGBM), ``model.json`` or
+    ``model.ubj`` (XGBoost), ``model.onnx``, ``model.skops`` (scikit-learn). Returns the flavor
+    of the folder's model (None when it is not one Shipyard can register)."""
+    from shipyard.models import flavors as fl
+    from shipyard.models.format import MANIFEST_NAME, Manifest, Signature, read_manifest
+
+    if (model_dir / MANIFEST_NAME).exists():
+        try:
+            return read_manifest(model_dir).flavor
+        except Exception:
+            return None
+    candidates = {
+        "lightgbm": "model.txt",
+        "xgboost": "model.json",
+        "onnx": "model.onnx",
+        "sklearn": "model.skops",
+    }
+    found = [(f, n) for f, n in candidates.items() if (model_dir / n).is_file()]
+    if len(found) != 1:
+        return None
+    flavor, name = found[0]
+    from shipyard.core.artifacts import sha256_file
+
+    path = model_dir / name
+    try:
+        options: dict[str, Any] = {"model_type": "Booster"} if flavor == "xgboost" else {}
+        model = fl.load(flavor, path, options)
+        if flavor == "onnx":
+            inputs = fl.onnx_signature_inputs(path)
+        else:
+            inputs = fl.native_signature_inputs(flavor, model)
+        manifest = Manifest(
+            flavor=flavor,
+            model_file=name,
+            signature=Signature.from_dict({"inputs": inputs}),
+            libraries=fl.library_versions(flavor),
+            files={name: sha256_file(path)[0]},
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            flavor_options=options,
+        )
+    except Exception:  # not a model this flavor can read: leave the folder as it is
+        return None
+    tmp = model_dir / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+    os.replace(tmp, model_dir / MANIFEST_NAME)
+    return flavor
+
+
+# -- killing ------------------------------------------------------------------------------------
+
+
+def _kill_descendants() -> None:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+# -- run_job ------------------------------------------------------------------------------------
+
+
+class _Launch:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        run_id: str,
+        project: str,
+        attempt: int,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        spec: _Spec,
+        job_dir: Path,
+    ) -> None:
+        self.job_id = job_id
+        self.run_id = run_id
+        self.project = project
+        self.attempt = attempt
+        self.rank = rank
+        self.world_size = world_size
+        self.master_addr = master_addr
+        self.master_port = master_port
+        self.spec = spec
+        self.job_dir = job_dir
+        self.rank_dir = job_dir / f"attempt-{attempt}" / f"rank-{rank}"
+        self.input_dir = self.rank_dir / "input"
+        self.model_dir = self.rank_dir / "model"
+        self.output_dir = self.rank_dir / "output"
+        self.checkpoint_dir = job_dir / "checkpoints" / f"rank-{rank}"
+        self.hp_path = self.rank_dir / "hyperparameters.json"
+        # The working directory: source_dir; else an absolute script's folder; else the rank's.
+        if spec.source_dir is not None:
+            self.workdir = spec.source_dir
+        elif spec.script is not None and Path(spec.script).is_absolute():
+            self.workdir = Path(spec.script).parent
+        else:
+            self.workdir = self.rank_dir
+        self.channels: dict[str, Path] = {}
+        self.tracking = _Tracking(project, run_id)
+        self.profiler: Any = None
+        self.memory_reason: str | None = None
+        self.in_process = spec.kind != "command"
+        self.user_running = False
+        self.started_at = time.time()
+        self.value: Any = None
+        self.problems: list[str] = []
+
+    # -- before the user's code ----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        for d in (self.model_dir, self.output_dir):
+            if d.exists():  # the same attempt launched again: start clean
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for name, src in self.spec.inputs.items():
+            dest = self.input_dir / name
+            stage_channel(name, src, dest, self.workdir)
+            self.channels[name] = dest
+        self.input_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.hp_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.spec.hyperparameters, indent=2), encoding="utf-8")
+        os.replace(tmp, self.hp_path)
+        os.environ.update(self.environment())
+
+    def environment(self) -> dict[str, str]:
+        """The job contract's environment variables, with the usual and SageMaker's aliases."""
+        names = sorted(self.channels)
+        env = {
+            "SHIPYARD_JOB_ID": self.job_id,
+            "SHIPYARD_RUN_ID": self.run_id,
+            "SHIPYARD_PROJECT": self.project,
+            "SHIPYARD_ATTEMPT": str(self.attempt),
+            "SHIPYARD_RANK": str(self.rank),
+            "SHIPYARD_WORLD_SIZE": str(self.world_size),
+            "SHIPYARD_MASTER_ADDR": self.master_addr,
+            "SHIPYARD_MASTER_PORT": str(self.master_port),
+            "SHIPYARD_INPUT_DIR": str(self.input_dir),
+            "SHIPYARD_CHANNELS": json.dumps(names),
+            "SHIPYARD_MODEL_DIR": str(self.model_dir),
+            "SHIPYARD_OUTPUT_DIR": str(self.output_dir),
+            "SHIPYARD_CHECKPOINT_DIR": str(self.checkpoint_dir),
+            "SHIPYARD_HYPERPARAMETERS": str(self.hp_path),
+            # What torch.distributed's env:// rendezvous (and most launchers) read.
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.world_size),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+            # SageMaker's training-toolkit names, so its scripts run unchanged.
+            "SM_MODEL_DIR": str(self.model_dir),
+            "SM_OUTPUT_DATA_DIR": str(self.output_dir),
+            "SM_CHANNELS": json.dumps(names),
+            "SM_HPS": json.dumps(self.spec.hyperparameters),
+            "SM_NUM_CPUS": str(int(self.spec.cpus)),
+            "SM_NUM_GPUS": str(int(self.spec.gpus)),
+            "SM_CURRENT_HOST": f"algo-{self.rank + 1}",
+            "SM_HOSTS": json.dumps([f"algo-{i + 1}" for i in range(self.world_size)]),
+        }
+        for name, path in self.channels.items():
+            env[f"SHIPYARD_CHANNEL_{channel_env_name(name)}"] = str(path)
+            env[f"SM_CHANNEL_{channel_env_name(name)}"] = str(path)
+        return env
+
+    def start_profiler(self) -> None:
+        from shipyard.jobs.profile import METRIC_PREFIX, Profiler
+
+        limit = self.spec.memory_gb
+        prefix = METRIC_PREFIX if self.rank == 0 else f"{METRIC_PREFIX}rank-{self.rank}/"
+        self.profiler = Profiler(
+            memory_limit_bytes=int(limit * 2**30) if limit else None,
+            on_sample=self.tracking.add_rows,
+            on_memory_exceeded=self._on_memory_exceeded,
+            metric_prefix=prefix,
+        ).start()
+
+    def _on_memory_exceeded(self, reason: str) -> None:
+        """From the profiler's thread: stop the user's code, whichever way it runs."""
+        self.memory_reason = reason
+        print(f"shipyard: {reason}", file=sys.stderr, flush=True)
+        _kill_descendants()
+        if not self.in_process or not self.user_running:
+            return
+        main = threading.main_thread().ident
+        if main is not None and signal.getsignal(signal.SIGUSR1) is _raise_memory_interrupt:
+            signal.pthread_kill(main, signal.SIGUSR1)
+        threading.Thread(target=self._kill_if_stuck, daemon=True).start()
+
+    def _kill_if_stuck(self) -> None:
+        time.sleep(MEMORY_KILL_GRACE_S)
+        if not self.user_running:
+            return
+        # The user's code ignored the interrupt (or is stuck in native code): end the process,
+        # leaving the report on disk for whoever looks.
+        with contextlib.suppress(Exception):
+            report = self.report("failed", MemoryLimitExceeded(self.memory_reason or ""), [])
+            (self.rank_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        print("shipyard: the job did not stop in time; killing it", file=sys.stderr, flush=True)
+        os._exit(137)
+
+    # -- the user's code -------------------------------------------------------------------------
+
+    def run_user_code(self) -> None:
+        kind = self.spec.kind
+        os.chdir(self.workdir)
+        src = str(self.workdir)
+        if src not in sys.path:
+            sys.path.insert(0, src)
+        self.user_running = True
+        try:
+            if kind == "script":
+                self._run_script()
+            elif kind == "command":
+                self._run_command()
+            elif kind == "function":
+                self.value = self._resolve_function()(**self.spec.hyperparameters)
+            elif kind == "pickle":
+                self.value = self._unpickle()(**self.spec.hyperparameters)
+            else:
+                from shipyard.jobs import algorithms
+
+                self.value = algorithms.train(
+                    self.spec.algorithm or "",
+                    self.spec.hyperparameters,
+                    channels=self.channels,
+                    model_dir=self.model_dir,
+                    output_dir=self.output_dir,
+                    log_metrics=self.tracking.log_metrics,
+                    cpus=int(self.spec.cpus),
+                )
+        except _MemoryInterrupt:
+            raise MemoryLimitExceeded(self.memory_reason or "memory limit exceeded") from None
+        finally:
+            self.user_running = False
+            if signal.getsignal(signal.SIGUSR1) is _raise_memory_interrupt:
+                # A late interrupt must not land in the launcher's own code.
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        if self.memory_reason is not None:
+            raise MemoryLimitExceeded(self.memory_reason)
+
+    def _run_script(self) -> None:
+        import runpy
+
+        path = (self.workdir / (self.spec.script or "")).resolve()
+        if not path.is_file():
+            raise InvalidArgument.for_field(
+                "entry_point", f"{self.spec.script!r} is not a file in {self.workdir}"
+            )
+        sys.argv = [str(path), *cli_args(self.spec.hyperparameters)]
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except _Stopped:
+            raise
+        except SystemExit as exc:
+            code = exc.code
+            if code is None or code == 0:
+                return
+            if not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+            raise UserCodeFailed(f"{self.spec.script} exited with status {code}") from None
+
+    def _run_command(self) -> None:
+        import subprocess
+
+        cmd = list(self.spec.command or [])
+        if cmd[0] in ("python", "python3"):  # this environment's Python, where Shipyard is
+            cmd[0] = sys.executable
+        cmd += cli_args(self.spec.hyperparameters)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise InvalidArgument.for_field(
+                "entry_point", f"cannot run {cmd[0]!r}: {exc.strerror or exc}"
+            ) from None
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        if self.memory_reason is not None:
+            raise MemoryLimitExceeded(self.memory_reason)
+        if code != 0:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            raise UserCodeFailed(f"command {self.spec.command[0]!r} {how}")  # type: ignore[index]
+
+    def _resolve_function(self) -> Callable[..., Any]:
+        import importlib
+
+        target = self.spec.function or ""
+        module, sep, name = target.partition(":")
+        if not sep or not module or not name:
+            raise InvalidArgument.for_field(
+                "function", f"expected 'package.module:function', got {target!r}"
+            )
+        fn: Any = importlib.import_module(module)
+        for part in name.split("."):
+            fn = getattr(fn, part)
+        if not callable(fn):
+            raise InvalidArgument.for_field("function", f"{target} is not callable")
+        return fn  # type: ignore[no-any-return]
+
+    def _unpickle(self) -> Callable[..., Any]:
+        import base64
+
+        import cloudpickle
+
+        try:
+            fn = cloudpickle.loads(base64.b64decode(self.spec.function_pickle or ""))
+        except Exception as exc:
+            raise InvalidArgument.for_field(
+                "function_pickle", f"cannot unpickle the function: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not callable(fn):
+            raise InvalidArgument.for_field("function_pickle", "the pickled object is not callable")
+        return fn  # type: ignore[no-any-return]
+
+    # -- after it ------------------------------------------------------------------------------
+
+    def finish_user_runs(self, failed: bool) -> None:
+        """Flush what the user's code logged in this process, and end the runs it left open
+        (never the job's run: fluent only flushes that one)."""
+        fluent = sys.modules.get("shipyard.sdk.fluent")
+        if fluent is None:
+            return
+        from shipyard.tracking.schemas import RunStatus
+
+        fluent._at_exit(RunStatus.FAILED if failed else RunStatus.FINISHED)
+
+    def upload(self, folder: Path, artifact_path: str) -> dict[str, Any]:
+        n, size = _folder_stats(folder)
+        info: dict[str, Any] = {"files": n, "bytes": size, "artifact_path": None}
+        if n == 0 or self.rank != 0:
+            return info
+        self.tracking.client().log_artifact(self.run_id, folder, artifact_path)
+        info["artifact_path"] = artifact_path
+        return info
+
+    def report(
+        self,
+        status: str,
+        error: BaseException | None,
+        findings: list[dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        ended = time.time()
+        summary: dict[str, Any] = {
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "attempt": self.attempt,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "kind": self.spec.kind,
+            "entry": self.spec.entry,
+            "status": status,
+            "error": None,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(ended),
+            "duration_s": round(ended - self.started_at, 3),
+            "profile": self.profiler.summary(self.spec.cpus) if self.profiler else None,
+            **(extra or {}),
+        }
+        if error is not None:
+            tb = "".join(traceback.format_exception(error))
+            summary["error"] = {
+                "type": type(error).__name__,
+                "message": str(error),
+                "traceback": tb[-4000:],
+            }
+        return {"findings": findings, "summary": summary}
+
+    def finish(self, status: str, error: BaseException | None) -> dict[str, Any]:
+        """Upload, check the rules, write the report; return ``run_job``'s result."""
+        from shipyard.jobs.profile import check_rules, finding
+
+        if self.profiler is not None:
+            self.profiler.stop()
+        problems: list[str] = []
+        try:
+            self.finish_user_runs(failed=status != "completed")
+        except Exception as exc:
+            problems.append(f"flushing the script's metrics failed: {exc}")
+        extra: dict[str, Any] = {}
+        findings: list[dict[str, Any]] = []
+        flavor = ensure_manifest(self.model_dir) if any(self.model_dir.iterdir()) else None
+        try:
+            extra["model"] = self.upload(self.model_dir, "model")
+            extra["model"]["flavor"] = flavor
+            extra["output"] = self.upload(self.output_dir, "output")
+        except Exception as exc:
+            problems.append(f"uploading model/ and output/ failed: {exc}")
+        if extra.get("model", {}).get("files") and flavor is None:
+            findings.append(
+                finding(
+                    "model_not_registrable",
+                    "warning",
+                    "model/ holds files but no Shipyard model: save it with "
+                    "shipyard.models.format.save_model(model, os.environ['SHIPYARD_MODEL_DIR']), "
+                    "or write model.txt (LightGBM), model.json (XGBoost), model.onnx or "
+                    "model.skops, so that it can be registered",
+                )
+            )
+        if self.value is not None:
+            try:
+                json.dumps(self.value)
+                extra["return_value"] = self.value
+            except (TypeError, ValueError):
+                extra["return_value"] = None
+        try:
+            self.tracking.flush()
+            histories = self.tracking.histories()
+        except Exception as exc:  # the rules go without: not a reason to fail the job
+            histories = {}
+            extra["notes"] = [f"reading the run's metrics for the rule checks failed: {exc}"]
+        summary_profile = self.profiler.summary(self.spec.cpus) if self.profiler else {}
+        findings = (
+            check_rules(summary_profile, histories, memory_exceeded=self.memory_reason) + findings
+        )
+        report = self.report(status, error, findings, extra)
+        if problems:
+            report["summary"]["problems"] = problems
+        (self.rank_dir / "report.json").write_text(
+            json.dumps(report, indent=2, default=str), encoding="utf-8"
+        )
+        name = "report.json" if self.rank == 0 else f"reports/rank-{self.rank}.json"
+        try:
+            self.tracking.client().log_artifact(self.run_id, self.rank_dir / "report.json", name)
+        except Exception as exc:
+            problems.append(f"uploading report.json failed: {exc}")
+        with contextlib.suppress(Exception):
+            self.tracking.close()
+        for f in findings:
+            print(f"shipyard: {f['severity']}: {f['message']}", file=sys.stderr, flush=True)
+        self.problems += problems
+        model_path = extra.get("model", {}).get("artifact_path")
+        result: dict[str, Any] = {"report": report, "model_artifact_path": model_path}
+        if "return_value" in extra:
+            result["value"] = extra["return_value"]
+        return result
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _raise_memory_interrupt(signum: int, frame: Any) -> None:
+    raise _MemoryInterrupt()
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _Stopped(143)
+
+
+def run_job(
+    *,
+    job_id: str,
+    run_id: str,
+    project: str,
+    spec: dict[str, Any] | str,
+    job_dir: str,
+    attempt: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    master_addr: str = "127.0.0.1",
+    master_port: int | None = None,
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """Run one attempt of one rank of a job, in this process (an executor task).
+
+    Returns ``{"report": {"findings": [...], "summary": {...}}, "model_artifact_path": "model" |
+    None}`` (and ``"value"``, a function's JSON return value). On a failure of the user's code
+    the report is written first, then the error is raised: theirs as it was, a non-zero exit as
+    ``UserCodeFailed``, the memory limit as ``MemoryLimitExceeded``.
+    """
+    launch = _Launch(
+        job_id=job_id,
+        run_id=run_id,
+        project=project,
+        attempt=int(attempt),
+        rank=int(rank),
+        world_size=int(world_size),
+        master_addr=master_addr or "127.0.0.1",
+        master_port=int(master_port or DEFAULT_MASTER_PORT),
+        spec=_Spec.parse(spec),
+        job_dir=Path(job_dir),
+    )
+    on_main = threading.current_thread() is threading.main_thread()
+    saved: dict[int, Any] = {}
+    if on_main:
+        saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_stopped)
+        saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _raise_memory_interrupt)
+    error: BaseException | None = None
+    status = "completed"
+    try:
+        try:
+            launch.prepare()
+            launch.start_profiler()
+            print(
+                f"shipyard: starting {launch.spec.entry} (attempt {launch.attempt}, "
+                f"rank {launch.rank}/{launch.world_size})",
+                flush=True,
+            )
+            launch.run_user_code()
+        except _Stopped as exc:
+            status, error = "stopped", exc
+        except BaseException as exc:  # the error boundary: reported, then raised again below
+            status, error = "failed", exc
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        result = launch.finish(status, error)
+    finally:
+        for sig, handler in saved.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, handler)
+    if error is not None:
+        raise error
+    if launch.problems:
+        raise JobFinishFailed("; ".join(launch.problems))
+    return result
