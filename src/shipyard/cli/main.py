@@ -10,6 +10,7 @@ from shipyard.cli import admin, experiments, runs
 from shipyard.cli import batch as batch_cli
 from shipyard.cli import endpoints as endpoints_cli
 from shipyard.cli import models as models_cli
+from shipyard.cli import tuning as tuning_cli
 from shipyard.cli.common import JsonOpt, console, handle_errors
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(endpoints_cli.app, name="endpoints")
 app.add_typer(batch_cli.app, name="batch")
+app.add_typer(tuning_cli.app, name="tuning")
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.users_app, name="users")
 

@@ -39,6 +39,7 @@ from shipyard.models.schemas import (
 )
 from shipyard.models.uris import ResolvedModel
 from shipyard.projects.schemas import ProjectPublic
+from shipyard.sdk.tuning_calls import TuningBackend
 from shipyard.serving.schemas import (
     DeploymentsPublic,
     EndpointCreate,
@@ -68,7 +69,7 @@ from shipyard.tracking.schemas import (
 )
 
 
-class Backend(Protocol):
+class Backend(TuningBackend, Protocol):
     def ensure_project(self, project: str) -> ProjectPublic: ...
 
     # experiments

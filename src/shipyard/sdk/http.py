@@ -25,6 +25,7 @@ from shipyard.core.errors import Internal, Unavailable, error_from_dict
 from shipyard.core.schemas import validate
 from shipyard.projects.schemas import ProjectCreate, ProjectPublic
 from shipyard.sdk.http_platform import PlatformCallsMixin, _q
+from shipyard.sdk.tuning_calls import HttpTuningCalls
 from shipyard.tracking.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -48,7 +49,7 @@ from shipyard.tracking.schemas import (
 _TRANSIENT_STATUS = {502, 503, 504}
 
 
-class HttpBackend(PlatformCallsMixin):
+class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
     def __init__(
         self,
         url: str,

@@ -35,6 +35,7 @@ from shipyard.models.schemas import (
 )
 from shipyard.models.uris import ResolvedModel
 from shipyard.projects.schemas import ProjectPublic
+from shipyard.sdk.tuning_calls import LocalTuningCalls
 from shipyard.server.context import Services
 from shipyard.serving.schemas import (
     DeploymentsPublic,
@@ -65,7 +66,7 @@ from shipyard.tracking.schemas import (
 )
 
 
-class LocalBackend:
+class LocalBackend(LocalTuningCalls):
     def __init__(self, services: Services | None = None, settings: Settings | None = None) -> None:
         self.services = services or Services.from_settings(settings)
         self.t = self.services.tracking

@@ -115,6 +115,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     services.endpoints.start_supervisor()
     services.async_inference.start()  # answers requests accepted before a restart
+    services.tuning.start()  # resumes tuning jobs whose process ended
     # Jobs queued before a restart run now; with embedded workers off, it only reaps.
     services.start_job_worker(run_jobs=services.settings.job_workers_embedded)
     try:
@@ -126,6 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.endpoints.shutdown, True)
         # Batch jobs driven here stop cleanly (STOPPED, resumable at once).
         await run_in_threadpool(services.batch.shutdown)
+        await run_in_threadpool(services.tuning.shutdown)
         # Training jobs running here go back to the queue, their attempt not counted.
         if services.job_worker is not None:
             await run_in_threadpool(services.job_worker.stop)
@@ -190,6 +192,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     from shipyard.studio import install as install_studio
     from shipyard.tracking.mlflow_compat import router as mlflow_router
     from shipyard.tracking.router import router as tracking_router
+    from shipyard.tuning.router import router as tuning_router
 
     app.include_router(projects_router, prefix="/api/v1")
     app.include_router(tracking_router, prefix="/api/v1")
@@ -197,6 +200,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.include_router(jobs_router, prefix="/api/v1")
     app.include_router(models_router, prefix="/api/v1")
     app.include_router(endpoints_router, prefix="/api/v1")
+    app.include_router(tuning_router, prefix="/api/v1")
     app.include_router(mlflow_router)  # MLflow's REST API at /api/2.0/mlflow...
     app.include_router(mlflow_registry_router)  # and its model registry
     install_studio(app)  # the web UI at /, after the API so it never shadows a route

@@ -21,6 +21,7 @@ from shipyard.models.service import ModelService
 from shipyard.projects.service import ProjectService
 from shipyard.serving.service import EndpointService
 from shipyard.tracking.service import TrackingService
+from shipyard.tuning.service import TuningService
 
 _worker_lock = threading.Lock()
 
@@ -52,6 +53,7 @@ class Services:
     batch: BatchService
     async_inference: AsyncInferenceService
     jobs: JobService
+    tuning: TuningService
     # This process's job worker (the embedded one), made by ``start_job_worker``.
     job_worker: JobWorker | None = None
 
@@ -89,6 +91,7 @@ class Services:
             batch=batch,
             async_inference=async_inference,
             jobs=jobs,
+            tuning=TuningService(db, projects, tracking, models, jobs),
         )
         if settings.job_workers_embedded:
             # A submit in this process starts the embedded worker (a notebook with no server);
@@ -111,6 +114,7 @@ class Services:
         if self.job_worker is not None:
             self.job_worker.stop()  # its jobs go back to the queue, attempt not counted
         self.endpoints.close()  # stops supervising; endpoints keep serving
+        self.tuning.shutdown()  # tuning jobs driven here are left for the next start to resume
         self.batch.shutdown()  # this process's batch jobs stop, ready to resume
         self.async_inference.shutdown()
         self.executor.shutdown()
