@@ -424,7 +424,7 @@ def tune(
     from shipyard.tuning.service import config_of
 
     cfg = config_of(body)
-    search = engine.Search(cfg, [], warm)
+    search = engine.Search(cfg, [], warm, name=info.id)
     budget = engine.trial_budget(cfg, max_trials)
     pending: list[TrialRecord] = []
     last_report = time.monotonic()

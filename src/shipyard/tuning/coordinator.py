@@ -85,7 +85,10 @@ class Coordinator:
         self.metric = self.spec.objective.metric
         cfg = config_of(self.spec)
         self.search = engine.Search(
-            cfg, [trial_row(r) for r in rows], [trial_row(r) for r in warm_rows]
+            cfg,
+            [trial_row(r) for r in rows],
+            [trial_row(r) for r in warm_rows],
+            name=self.tuning_job_id,
         )
         self.budget = engine.trial_budget(cfg, self.spec.max_trials)
         self.running: dict[int, Running] = {}

@@ -267,14 +267,19 @@ class Search:
         cfg: SearchConfig,
         rows: Iterable[TrialRow] = (),
         warm: Iterable[TrialRow] = (),
+        name: str = "shipyard-tuning",
     ) -> None:
         import optuna
 
         _quiet()
         self.cfg = cfg
         self.dists = distributions(cfg.space)
+        # A stable name: Hyperband assigns a trial to a bracket by hashing it with the number.
         self.study = optuna.create_study(
-            direction=cfg.direction.value, sampler=_sampler(cfg), pruner=_pruner(cfg)
+            study_name=name,
+            direction=cfg.direction.value,
+            sampler=_sampler(cfg),
+            pruner=_pruner(cfg),
         )
         self._open: dict[int, optuna.trial.Trial] = {}  # our number -> Optuna trial
         self._reported: dict[int, set[int]] = {}
@@ -294,18 +299,51 @@ class Search:
             if w.state == TrialState.completed and w.value is not None:
                 if not params_in_space(w.params, cfg.space):
                     continue
-                self.study.add_trial(self._frozen(w))
+                self._add(w)
                 self.warm_count += 1
         for r in sorted(rows, key=lambda r: r.number):
             self.next_number = max(self.next_number, r.number + 1)
             self._tried.add(_key(r.params))
             if r.state == TrialState.running:
-                self.study.add_trial(self._frozen(r))
-                ot = self.study.trials[-1]
-                self._open[r.number] = optuna.trial.Trial(self.study, ot._trial_id)
+                tid = self._add(r)
+                self._open[r.number] = optuna.trial.Trial(self.study, tid)
                 self._reported[r.number] = set(r.intermediate_values)
             elif params_in_space(r.params, cfg.space):
-                self.study.add_trial(self._frozen(r))
+                self._add(r)
+
+    def _add(self, r: TrialRow) -> int:
+        """Add a trial from a row; returns Optuna's trial id.
+
+        The pruners keep what they decided in the trials' system attributes (the value each
+        trial had at each rung), which our rows do not store. So a trial with intermediate
+        values is replayed: opened, its values reported step by step with the pruner consulted
+        as it was when it ran, then closed in its final state. Optuna's storage API is used
+        directly for that, since a trial cannot be reopened through the study.
+        """
+        import optuna
+
+        if self.cfg.early_stopping == EarlyStopping.none or not r.intermediate_values:
+            self.study.add_trial(self._frozen(r))
+            return int(self.study.get_trials(deepcopy=False)[-1]._trial_id)
+        done = self._frozen(r)
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING,
+                params=done.params,
+                distributions=done.distributions,
+            )
+        )
+        storage = self.study._storage
+        tid = self.study.get_trials(deepcopy=False)[-1]._trial_id
+        pruner = self.study.pruner
+        for step in sorted(done.intermediate_values):
+            storage.set_trial_intermediate_value(tid, step, done.intermediate_values[step])
+            pruner.prune(self.study, storage.get_trial(tid))
+        if done.state != optuna.trial.TrialState.RUNNING:
+            storage.set_trial_state_values(
+                tid, done.state, [done.value] if done.value is not None else None
+            )
+        return int(tid)
 
     def _frozen(self, r: TrialRow) -> Any:
         import optuna
