@@ -283,6 +283,7 @@ class Search:
         )
         self._open: dict[int, optuna.trial.Trial] = {}  # our number -> Optuna trial
         self._reported: dict[int, set[int]] = {}
+        self._prune: dict[int, bool] = {}
         self.next_number = 0
         self.warm_count = 0
         # Grid search walks the grid itself, in a seeded shuffled order, skipping the points
@@ -399,19 +400,22 @@ class Search:
             seen.add(step)
             new = True
         if not new or self.cfg.early_stopping == EarlyStopping.none:
-            return False
-        return bool(t.should_prune())
+            return self._prune.get(number, False)
+        # Asked once per report and remembered: Optuna's successive halving records the rung a
+        # trial reached when asked, so asking twice at one step would judge the next rung.
+        self._prune[number] = bool(t.should_prune())
+        return self._prune[number]
 
     def should_prune(self, number: int) -> bool:
-        if self.cfg.early_stopping == EarlyStopping.none:
-            return False
-        return bool(self._open[number].should_prune())
+        """What the pruner said at the trial's last report."""
+        return self._prune.get(number, False)
 
     def tell(self, number: int, state: TrialState, value: float | None = None) -> None:
         import optuna
 
         t = self._open.pop(number)
         self._reported.pop(number, None)
+        self._prune.pop(number, None)
         if state == TrialState.completed and value is not None and math.isfinite(value):
             self.study.tell(t, value)
         elif state == TrialState.pruned:

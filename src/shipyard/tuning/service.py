@@ -417,7 +417,9 @@ class TuningService:
             raise InvalidArgument.for_field(
                 "tuning_job_id", "trials are reported only for a function tuning job"
             )
-        if TuningJobStatus(row.status).final and body.trials:
+        # A job stopped from elsewhere still takes the trials that ran before the SDK saw it.
+        ended = TuningJobStatus(row.status) in (TuningJobStatus.completed, TuningJobStatus.failed)
+        if ended and body.trials:
             raise Conflict(
                 f"tuning job {tuning_job_id} is {row.status}; it takes no more trials",
                 {"status": row.status},
