@@ -42,12 +42,9 @@ def _fast_executor(services, slots: int = 2):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def settings(tmp_path, db_url):  # type: ignore[no-untyped-def]
-    # Each test its own home: job folders and task logs never mix (the database is shared on
-    # PostgreSQL; every test has its own project).
-    home = tmp_path / "home"
-    if db_url.startswith("sqlite"):
-        db_url = f"sqlite:///{home / 'shipyard.db'}"
-    return make_settings(home, db_url, job_lease_s=3.0)
+    # Each test its own home (job folders, task logs); the database is the session's, already
+    # migrated, and every test has its own project.
+    return make_settings(tmp_path / "home", db_url, job_lease_s=3.0)
 
 
 @pytest.fixture
@@ -61,6 +58,15 @@ def services(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def jobs(services, project):  # type: ignore[no-untyped-def]
-    """The job service, with ``project`` made."""
+    """The job service, with ``project`` made; the project's jobs are ended afterwards, so no
+    job is left for the next test's worker (the database is shared)."""
     services.projects.ensure_project(project)
-    return services.jobs
+    yield services.jobs
+    end_jobs(services.jobs, project)
+
+
+def end_jobs(svc, project: str) -> None:  # type: ignore[no-untyped-def]
+    from shipyard.jobs.schemas import ACTIVE_STATUSES
+
+    for job in svc.list(project, status=list(ACTIVE_STATUSES), max_results=1000).data:
+        svc.stop(project, job.id, reason="test over")

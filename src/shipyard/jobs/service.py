@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipyard.core.db import Database
@@ -242,16 +242,16 @@ class JobService:
                     updated_at=now,
                 )
             ).rowcount
-            if not n:
+            if n:
+                note = f"stopped before it started: {reason or 'on request'}"
+                _insert_line(conn, job_id, job.attempt, note)
+            else:
                 conn.execute(
                     update(jobs)
                     .where(jobs.c.id == job_id, jobs.c.status.in_([S, R]))
                     .values(stop_requested=True, stop_reason=reason, updated_at=now)
                 )
         if n:
-            self._system_line(
-                job_id, job.attempt, f"stopped before it started: {reason or 'on request'}"
-            )
             self._end_run(project, job.run_id, JobStatus.stopped)
         return self.get(project, job_id)
 
@@ -342,18 +342,35 @@ class JobService:
 
     # -- for workers ---------------------------------------------------------------------------
 
-    def has_queued(self, free_slots: int) -> bool:
+    @staticmethod
+    def _fits(free_slots: int, total_slots: int | None) -> Any:
+        # A job larger than the whole executor is claimed too, to be failed with the reason:
+        # left queued, it would wait forever.
+        if total_slots is None:
+            return jobs.c.slots <= free_slots
+        return (jobs.c.slots <= free_slots) | (jobs.c.slots > total_slots)
+
+    def has_queued(self, free_slots: int, total_slots: int | None = None) -> bool:
         """A cheap read before the write that claims: is there a job this worker could take?"""
         with self.db.read() as conn:
             return (
                 conn.execute(
-                    select(jobs.c.id).where(jobs.c.status == Q, jobs.c.slots <= free_slots).limit(1)
+                    select(jobs.c.id)
+                    .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
+                    .limit(1)
                 ).first()
                 is not None
             )
 
-    def claim(self, owner: str, free_slots: int, lease_ms: int | None = None) -> ClaimedJob | None:
-        """Take the oldest queued job that fits in ``free_slots``: ``starting``, its lease ours,
+    def claim(
+        self,
+        owner: str,
+        free_slots: int,
+        lease_ms: int | None = None,
+        total_slots: int | None = None,
+    ) -> ClaimedJob | None:
+        """Take the oldest queued job that fits in ``free_slots`` (or can never fit in
+        ``total_slots``, to be failed): ``starting``, its lease ours,
         its attempt counted. Two workers never take the same job (PostgreSQL skips rows another
         transaction has locked; SQLite's write transaction holds the whole database)."""
         now = now_ms()
@@ -361,7 +378,7 @@ class JobService:
         with self.db.write() as conn:
             row = conn.execute(
                 select(jobs)
-                .where(jobs.c.status == Q, jobs.c.slots <= free_slots)
+                .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
                 .order_by(jobs.c.created_at, jobs.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -524,64 +541,77 @@ class JobService:
         """Record how an attempt ended: a final ``status``, or (``retry``) back to the queue for
         the next attempt. Returns the status written, or None when the lease was no longer ours
         (the job was reaped; what the reaper wrote stands)."""
-        now = now_ms()
         new = JobStatus.queued if retry else status
+        row = self._held(job_id, owner)
+        if row is None:
+            return None
+        if new.final:
+            # The run first: whoever sees the job final finds its run ended too.
+            self._end_run(self.projects.project_name(row.project_id), row.run_id, new)
+        now = now_ms()
+        values: dict[str, Any] = {
+            "status": new.value,
+            "failure_reason": failure_reason,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "runtime_ms": int(row.runtime_ms or 0)
+            + max(0, now - int(row.attempt_started_at or now)),
+            "attempt_started_at": None,
+            "updated_at": now,
+        }
+        if report is not None:
+            values["report"] = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        if model_artifact_path is not None:
+            values["model_artifact_path"] = model_artifact_path
+        if new.final:
+            values["ended_at"] = now
         with self.db.write() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status.in_([S, R]))
+                .values(**values)
+            ).rowcount
+        return new if n else None
+
+    def _held(self, job_id: str, owner: str) -> Any:
+        """The job's row if ``owner`` holds its lease, else None."""
+        with self.db.read() as conn:
             row = conn.execute(
                 select(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
             ).first()
-            if row is None or row.status not in (S, R):
-                return None
-            ran = max(0, now - int(row.attempt_started_at or now))
-            values: dict[str, Any] = {
-                "status": new.value,
-                "failure_reason": failure_reason,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "runtime_ms": int(row.runtime_ms or 0) + ran,
-                "attempt_started_at": None,
-                "updated_at": now,
-            }
-            if report is not None:
-                values["report"] = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-            if model_artifact_path is not None:
-                values["model_artifact_path"] = model_artifact_path
-            if new.final:
-                values["ended_at"] = now
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            project = self.projects.project_name(row.project_id)
-        if new.final:
-            self._end_run(project, row.run_id, new)
-        return new
+        return row if row is not None and row.status in (S, R) else None
 
-    def requeue(self, job_id: str, owner: str) -> bool:
+    def requeue(self, job_id: str, owner: str, note: str | None = None) -> bool:
         """Give a job back to the queue without counting the attempt (this worker is shutting
         down). A stop asked for meanwhile makes it ``stopped`` instead."""
-        now = now_ms()
-        with self.db.write() as conn:
-            row = conn.execute(
-                select(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
-            ).first()
-            if row is None or row.status not in (S, R):
-                return False
-            values: dict[str, Any] = {
-                "status": Q,
-                "attempt": max(0, row.attempt - 1),
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "attempt_started_at": None,
-                "runtime_ms": int(row.runtime_ms or 0)
-                + max(0, now - int(row.attempt_started_at or now)),
-                "updated_at": now,
-            }
-            stopped = bool(row.stop_requested)
-            if stopped:
-                values.update(status=JobStatus.stopped.value, attempt=row.attempt, ended_at=now)
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            project = self.projects.project_name(row.project_id)
+        row = self._held(job_id, owner)
+        if row is None:
+            return False
+        stopped = bool(row.stop_requested)
         if stopped:
-            self._end_run(project, row.run_id, JobStatus.stopped)
-        return True
+            self._end_run(self.projects.project_name(row.project_id), row.run_id, JobStatus.stopped)
+        now = now_ms()
+        values: dict[str, Any] = {
+            "status": Q,
+            "attempt": max(0, row.attempt - 1),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "attempt_started_at": None,
+            "runtime_ms": int(row.runtime_ms or 0)
+            + max(0, now - int(row.attempt_started_at or now)),
+            "updated_at": now,
+        }
+        if stopped:
+            values.update(status=JobStatus.stopped.value, attempt=row.attempt, ended_at=now)
+        with self.db.write() as conn:
+            n = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status.in_([S, R]))
+                .values(**values)
+            ).rowcount
+            if n and note:
+                _insert_line(conn, job_id, row.attempt, note)
+        return bool(n)
 
     def reap(self) -> builtins.list[str]:
         """Settle every job whose lease ran out (its worker died): retried while attempts remain,
@@ -589,61 +619,53 @@ class JobService:
         now = now_ms()
         with self.db.read() as conn:
             expired = conn.execute(
-                select(jobs.c.id)
+                select(jobs)
                 .where(jobs.c.status.in_([S, R]), jobs.c.lease_expires_at < now)
                 .order_by(jobs.c.created_at)
                 .limit(1000)
             ).all()
-        settled = []
-        for (jid,) in expired:
-            outcome = self._reap_one(jid, now)
-            if outcome is not None:
-                settled.append(jid)
-        return settled
+        return [row.id for row in expired if self._reap_one(row, now) is not None]
 
-    def _reap_one(self, job_id: str, now: int) -> JobStatus | None:
+    def _reap_one(self, row: Any, now: int) -> JobStatus | None:
+        if row.stop_requested:
+            new, reason = JobStatus.stopped, None
+        elif row.attempt < row.max_attempts:
+            new, reason = JobStatus.queued, f"attempt {row.attempt}: {LOST_WORKER}"
+        else:
+            new, reason = JobStatus.failed, LOST_WORKER
+        if new.final:
+            self._end_run(self.projects.project_name(row.project_id), row.run_id, new)
+        # What the lost attempt ran: until its last heartbeat.
+        last_beat = int(row.lease_expires_at) - self.lease_ms
+        ran = max(0, last_beat - int(row.attempt_started_at)) if row.attempt_started_at else 0
+        values: dict[str, Any] = {
+            "status": new.value,
+            "failure_reason": reason,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "attempt_started_at": None,
+            "runtime_ms": int(row.runtime_ms or 0) + ran,
+            "updated_at": now,
+        }
+        if new.final:
+            values["ended_at"] = now
+        then = "retrying" if new == JobStatus.queued else f"job {new.value}"
         with self.db.write() as conn:
-            row = conn.execute(
-                select(jobs).where(
-                    jobs.c.id == job_id,
+            n = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == row.id,
                     jobs.c.status.in_([S, R]),
+                    jobs.c.lease_owner == row.lease_owner,
                     jobs.c.lease_expires_at < now,
                 )
-            ).first()
-            if row is None:
-                return None  # renewed or settled meanwhile
-            ran = max(
-                0, int(row.lease_expires_at) - self.lease_ms - int(row.attempt_started_at or 0)
-            )
-            values: dict[str, Any] = {
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "attempt_started_at": None,
-                "runtime_ms": int(row.runtime_ms or 0) + (ran if row.attempt_started_at else 0),
-                "updated_at": now,
-            }
-            if row.stop_requested:
-                new = JobStatus.stopped
-                values["failure_reason"] = None
-            elif row.attempt < row.max_attempts:
-                new = JobStatus.queued
-                values["failure_reason"] = f"attempt {row.attempt}: {LOST_WORKER}"
-            else:
-                new = JobStatus.failed
-                values["failure_reason"] = LOST_WORKER
-            values["status"] = new.value
-            if new.final:
-                values["ended_at"] = now
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            project = self.projects.project_name(row.project_id)
-        if new == JobStatus.queued:
-            note = f"attempt {row.attempt} lost: {LOST_WORKER}; retrying"
-        else:
-            note = f"attempt {row.attempt} lost: {LOST_WORKER}; job {new.value}"
-        self._system_line(job_id, row.attempt, note)
-        if new.final:
-            self._end_run(project, row.run_id, new)
-        return new
+                .values(**values)
+            ).rowcount
+            if n:
+                _insert_line(
+                    conn, row.id, row.attempt, f"attempt {row.attempt} lost: {LOST_WORKER}; {then}"
+                )
+        return new if n else None
 
     def note(self, job_id: str, attempt: int, text: str) -> None:
         """Write one line of Shipyard's own into the job's log."""
@@ -657,6 +679,24 @@ class JobService:
             self.tracking.update_run(
                 project, run_id, RunUpdate(status=_RUN_STATUS[status], end_time=ms_to_dt(now_ms()))
             )
+
+
+def _insert_line(conn: Connection, job_id: str, attempt: int, text: str) -> None:
+    """One line of Shipyard's own in the job's log, inside the caller's transaction (so the line
+    is there by the time anyone sees the change it tells of)."""
+    last = conn.execute(
+        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
+    ).scalar_one()
+    conn.execute(
+        job_logs.insert().values(
+            job_id=job_id,
+            seq=int(last or 0) + 1,
+            attempt=attempt,
+            rank=None,
+            data=f"shipyard: {text}\n",
+            created_at=now_ms(),
+        )
+    )
 
 
 def _param(v: object) -> str:

@@ -188,9 +188,9 @@ class JobWorker:
         self._last_poll = now
         while not self._stopping.is_set():
             free = self.slots - self.busy_slots
-            if free <= 0 or not self.service.has_queued(free):
+            if not self.service.has_queued(free, self.slots):
                 return
-            job = self.service.claim(self.owner, free, self.lease_ms)
+            job = self.service.claim(self.owner, free, self.lease_ms, self.slots)
             if job is None:
                 return
             self._start_attempt(job)
@@ -457,8 +457,7 @@ class JobWorker:
             svc.note(job.id, job.attempt, "this worker lost the job's lease; it stopped its tasks")
             return
         if a.ending == "shutdown":
-            if svc.requeue(job.id, self.owner):
-                svc.note(job.id, job.attempt, f"worker {self.owner} shut down; job re-queued")
+            svc.requeue(job.id, self.owner, note=f"worker {self.owner} shut down; job re-queued")
             return
         statuses = [r.status for r in a.ranks if r.status is not None]
         rank0 = a.ranks[0].status
