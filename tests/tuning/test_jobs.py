@@ -1,0 +1,121 @@
+"""Tuning jobs whose trials are training jobs: real subprocesses through the job worker and the
+launcher, on both databases."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from shipyard.core.errors import Conflict, InvalidArgument
+from shipyard.jobs.schemas import JobCreate
+from shipyard.tuning.schemas import (
+    Objective,
+    ParamSpec,
+    RegisterBest,
+    TrialState,
+    TuningJobCreate,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def body(trial: dict[str, Any], **kw: Any) -> TuningJobCreate:
+    fields: dict[str, Any] = {
+        "objective": Objective(metric="loss", direction="minimize"),
+        "space": {"q": ParamSpec(type="categorical", choices=[0.0, 1.0, 2.0, 3.0])},
+        "strategy": "grid",
+        "max_trials": 4,
+        "max_parallel": 2,
+        "seed": 0,
+        "trial": JobCreate.model_validate(trial),
+    }
+    fields.update(kw)
+    return TuningJobCreate.model_validate(fields)
+
+
+def _times(services: Any, project: str, job_id: str) -> tuple[float, float]:
+    text = "".join(c.data for c in services.jobs.logs(project, job_id).data)
+    start = float(re.search(r"started q=\S+ pid=\d+ t=([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+    end = float(re.search(r"ended q=\S+ t=([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+    return start, end
+
+
+def test_script_trials_run_in_parallel_and_the_best_model_registers(
+    sy: Any, services: Any, trial_spec: dict[str, Any]
+) -> None:
+    """Through the SDK, on both backends: a grid of four script trials, two at a time."""
+    from shipyard.sdk import tuning
+
+    project = sy.get_client().project
+    tj = tuning.create(
+        space={"q": [0.0, 1.0, 2.0, 3.0]},
+        objective="loss",
+        strategy="grid",
+        max_trials=10,  # the grid has 4 points: 4 trials
+        max_parallel=2,
+        name="grid-q",
+        **trial_spec,
+        hyperparameters={"epochs": 3, "step_s": 0.3},
+    )
+    assert tj.status.value == "running" and tj.info.kind.value == "job"
+    done = tj.wait(timeout_s=90, poll_s=0.2).info
+    assert done.status.value == "completed", done.failure_reason
+    trials = done.trials
+    assert sorted(t.params["q"] for t in trials) == [0.0, 1.0, 2.0, 3.0]  # the whole grid
+    assert all(t.state == TrialState.completed for t in trials)
+    for t in trials:
+        assert t.value == pytest.approx(t.params["q"] + 1 / 3)  # the latest logged loss
+        assert t.intermediate_values == pytest.approx(
+            {s: t.params["q"] + 1 / (s + 1) for s in range(3)}
+        )
+        job = services.jobs.get(project, t.job_id)
+        assert job.tuning_job_id == tj.id and job.run_id == t.run_id
+        assert job.spec.hyperparameters == {"epochs": 3, "step_s": 0.3, "q": t.params["q"]}
+        run = services.tracking.get_run(project, t.run_id)
+        assert run.params["q"] == str(t.params["q"]) and run.status.value == "FINISHED"
+    assert done.best is not None and done.best.params == {"q": 0.0}
+    assert done.best.run_id == next(t.run_id for t in trials if t.params["q"] == 0.0)
+    assert done.best.job_id == next(t.job_id for t in trials if t.params["q"] == 0.0)
+    # max_parallel=2: two trials overlapped in time, never three.
+    spans = [_times(services, project, t.job_id) for t in trials]
+    overlaps = [sum(1 for s, e in spans if s <= at < e) for at, _ in spans]
+    assert max(overlaps) == 2
+    assert services.jobs.list(project, tuning_job_id=tj.id).count == 4
+    mv = tj.register_best("shift")
+    assert mv.name == "shift" and mv.version == 1 and mv.run_id == done.best.run_id
+    assert mv.tags["shipyard.tuning_job_id"] == tj.id
+    assert tuning.stop(tj.id).status.value == "completed"  # a finished job stays as it is
+
+
+def test_a_bad_trial_template_or_space_is_refused(
+    services: Any, project: str, trial_spec: dict[str, Any]
+) -> None:
+    services.projects.ensure_project(project)
+    with pytest.raises(InvalidArgument) as err:
+        services.tuning.create(
+            project, body({**trial_spec, "hyperparameters": {"q": 1.0}}, strategy="random")
+        )
+    assert err.value.details["field"] == "trial.hyperparameters.q"
+    with pytest.raises(InvalidArgument) as err:
+        services.tuning.create(
+            project,
+            body(trial_spec, space={"q": ParamSpec(type="float", low=0, high=1)}),
+        )
+    assert err.value.details["field"] == "space.q.step"
+    assert services.tuning.list(project).data == []
+
+
+def test_failing_trials_fail_the_tuning_job_early_with_their_reason(
+    services: Any, project: str
+) -> None:
+    services.projects.ensure_project(project)
+    spec = {"entry_point": ["python", "-c", "import sys; sys.exit('no data here')"]}
+    tj = services.tuning.create(project, body(spec, strategy="random", max_trials=8))
+    done = services.tuning.wait(project, tj.id, timeout_s=60)
+    assert done.status.value == "failed"
+    assert "trials failed" in (done.failure_reason or "")
+    assert len(done.trials) < 8  # it did not run the rest
+    with pytest.raises(Conflict):
+        services.tuning.register_best(project, tj.id, RegisterBest(model_name="none"))
