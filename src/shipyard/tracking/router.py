@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from functools import partial
+from typing import Annotated, Any
 
+import anyio
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from shipyard.core.errors import PayloadTooLarge
+from shipyard.core.errors import InvalidArgument, PayloadTooLarge
 from shipyard.projects.deps import Editor, ProjectAdmin, Viewer
 from shipyard.tracking.schemas import (
     ArtifactPublic,
@@ -19,6 +23,7 @@ from shipyard.tracking.schemas import (
     ExperimentUpdate,
     Lifecycle,
     LogBatch,
+    MetricColumnsIn,
     MetricHistory,
     PurgeReport,
     RunComparison,
@@ -172,6 +177,66 @@ def log_batch(run_id: str, body: LogBatch, scope: Editor, svc: Tracking) -> dict
         params=[(p.key, p.value) for p in body.params],
         tags=[(t.key, t.value) for t in body.tags],
         batch_id=body.batch_id,
+    )
+    return {"applied": applied}
+
+
+_COLUMNS = ("keys", "values", "steps", "timestamps")
+
+
+def _metric_columns(raw: bytes) -> tuple[list[Any], list[Any], list[Any], list[Any], str | None]:
+    """The columns of a ``MetricColumnsIn`` body, parsed once and checked for shape only; the
+    service checks every point (one pass per column instead of one model per point)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # numbers orjson refuses (1e999) still reach the service, which names them
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument.for_field("body", f"expected a JSON object: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument.for_field("body", "expected a JSON object with keys, values, ...")
+    unknown = set(body) - {*_COLUMNS, "batch_id"}
+    if unknown:
+        raise InvalidArgument.for_field(sorted(unknown)[0], "unknown field")
+    cols = []
+    for name in _COLUMNS:
+        col = body.get(name)
+        if not isinstance(col, list):
+            raise InvalidArgument.for_field(name, f"expected a list, got {type(col).__name__}")
+        cols.append(col)
+    batch_id = body.get("batch_id")
+    if batch_id is not None and (not isinstance(batch_id, str) or not 1 <= len(batch_id) <= 64):
+        raise InvalidArgument.for_field("batch_id", "expected a string of 1 to 64 characters")
+    return cols[0], cols[1], cols[2], cols[3], batch_id
+
+
+@router.post(
+    "/runs/{run_id}/metrics",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": MetricColumnsIn.model_json_schema()}},
+        }
+    },
+)
+async def log_metric_columns(
+    run_id: str, request: Request, scope: Editor, svc: Tracking
+) -> dict[str, bool]:
+    """Log metric points sent column by column (``MetricColumnsIn``): the fast path the SDK's
+    metric buffer uses. Answers ``{"applied": false}`` for a batch id already applied."""
+    keys, values, steps, timestamps, batch_id = _metric_columns(await request.body())
+    applied = await anyio.to_thread.run_sync(
+        partial(
+            svc.log_metric_columns,
+            scope.project,
+            run_id,
+            keys,
+            values,
+            steps,
+            timestamps,
+            batch_id=batch_id,
+        )
     )
     return {"applied": applied}
 

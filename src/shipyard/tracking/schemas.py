@@ -107,6 +107,22 @@ class LogBatch(Model):
     batch_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
+class MetricColumnsIn(Model):
+    """Metric points column by column, the fast way to log many (``POST .../runs/{id}/metrics``).
+
+    Point ``i`` is ``keys[i]``, ``values[i]``, ``steps[i]``, ``timestamps[i]``; the four lists
+    have one length. ``timestamps`` are milliseconds since the epoch (UTC); NaN travels as null.
+    Documents the body: the server parses it without building a model per point.
+    """
+
+    keys: list[Key]
+    values: list[float | None]
+    steps: list[int]
+    timestamps: list[int]
+    # A client-chosen id: a retried batch with the same id is applied once.
+    batch_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 class DatasetInput(Model):
     name: Name
     digest: str = Field(min_length=1, max_length=64)

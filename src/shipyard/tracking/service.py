@@ -11,8 +11,9 @@ import json
 import math
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
@@ -103,13 +104,155 @@ _NOUNS = [
 ]  # noqa: E501
 
 
+_I64_MIN, _I64_END = -(2**63), 2**63
+_COPY_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """A string as one field of PostgreSQL's COPY text format."""
+    return value.translate(_COPY_SPECIAL)
+
+
+class MetricColumns:
+    """Metric points held column by column, checked once; what the service writes.
+
+    The columns are plain lists, so a batch of thousands of points is validated with a few
+    passes in C (``set``, ``all``, ``sum``, ``min``/``max``) and only a batch that fails the fast
+    checks (a null, an int, a bad value) is walked point by point to clean it or to name the
+    first offending field.
+    """
+
+    __slots__ = ("keys", "latest", "steps", "timestamps", "values")
+
+    def __init__(
+        self,
+        keys: list[Any],
+        values: list[Any],
+        steps: list[Any],
+        timestamps: list[Any],
+        field: Callable[[int, str], str],
+    ) -> None:
+        n = len(keys)
+        for name, col in (("value", values), ("step", steps), ("timestamp", timestamps)):
+            if len(col) != n:
+                raise InvalidArgument.for_field(
+                    field(min(n, len(col)), name),
+                    f"expected {n} {name}s, one per key; got {len(col)}",
+                )
+        self.keys: list[str] = _checked_keys(keys, field)
+        self.values: list[float | None] = _checked_values(values, field)
+        self.steps: list[int] = _checked_ints(steps, _I64_MIN, field, "step", "a 64-bit integer")
+        self.timestamps: list[int] = _checked_ints(
+            timestamps, 0, field, "timestamp", "epoch milliseconds"
+        )
+        self.latest: dict[str, int] = _latest_index(self.keys, self.steps, self.timestamps)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[MetricRow]) -> MetricColumns:
+        """Columns from (key, value, step, timestamp) rows; errors name ``metrics[i].field``."""
+        rows = list(rows)
+        for i, r in enumerate(rows):
+            if not isinstance(r, tuple | list) or len(r) != 4:
+                raise InvalidArgument.for_field(
+                    f"metrics[{i}]", f"expected (key, value, step, timestamp), got {r!r}"
+                )
+        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] or [[], [], [], []]
+        keys, values, steps, timestamps = cols
+        return cls(keys, values, steps, timestamps, field=lambda i, name: f"metrics[{i}].{name}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _checked_keys(keys: list[Any], field: Callable[[int, str], str]) -> list[str]:
+    try:
+        distinct = set(keys)
+    except TypeError:  # an unhashable key: find it below
+        distinct = {None}
+    if any(not isinstance(k, str) or not k or len(k) > MAX_KEY for k in distinct):
+        for i, k in enumerate(keys):
+            _check_key(k, field(i, "key"))
+    return keys
+
+
+def _checked_values(values: list[Any], field: Callable[[int, str], str]) -> list[float | None]:
+    # All floats and a finite sum: no NaN, no infinity, nothing to convert (the common case).
+    if all(type(v) is float for v in values) and math.isfinite(sum(values)):
+        return values
+    out: list[float | None] = []
+    for i, raw in enumerate(values):
+        if raw is None:
+            out.append(None)
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise InvalidArgument.for_field(
+                field(i, "value"), f"expected a number, got {raw!r}"
+            ) from None
+        if math.isnan(value):
+            out.append(None)
+        elif math.isinf(value):
+            # JSON has no infinity, so every surface would turn it into null (NaN): keep the
+            # largest finite float instead, on every backend alike.
+            out.append(math.copysign(sys.float_info.max, value))
+        else:
+            out.append(value)
+    return out
+
+
+def _checked_ints(
+    col: list[Any], low: int, field: Callable[[int, str], str], name: str, what: str
+) -> list[int]:
+    if all(type(x) is int for x in col) and (not col or (min(col) >= low and max(col) < _I64_END)):
+        return col
+    for i, x in enumerate(col):
+        if not isinstance(x, int) or isinstance(x, bool) or not low <= x < _I64_END:
+            raise InvalidArgument.for_field(field(i, name), f"expected {what}, got {x!r}")
+    return col
+
+
+def _latest_index(keys: list[str], steps: list[int], timestamps: list[int]) -> dict[str, int]:
+    """Per key, the index of its point with the highest (step, timestamp), the later one on a
+    tie: the value ``latest_metrics`` keeps."""
+    # Steps and timestamps that never go down (a training loop's) make it the last occurrence.
+    if steps == sorted(steps) and timestamps == sorted(timestamps):
+        return {k: i for i, k in enumerate(keys)}
+    latest: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        j = latest.get(k)
+        if j is None or (steps[i], timestamps[i]) >= (steps[j], timestamps[j]):
+            latest[k] = i
+    return latest
+
+
 def _copy_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert metric points with PostgreSQL's COPY, inside the caller's transaction: several
-    times faster than a multi-row INSERT for the thousands of points in one batch."""
+    """Insert metric points (one dict per point) with PostgreSQL's COPY, inside the caller's
+    transaction: several times faster than a multi-row INSERT."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy("COPY metrics (run_id, key, step, timestamp, value) FROM STDIN") as copy:
         for r in rows:
             copy.write_row((r["run_id"], r["key"], r["step"], r["timestamp"], r["value"]))
+
+
+def _copy_metric_columns(conn: Connection, run_id: str, m: MetricColumns) -> None:
+    """``_copy_metrics`` for one run's checked columns, as one block of COPY text built in a
+    few list passes: about three times faster than psycopg's ``write_row`` per point."""
+    rid = _copy_text(run_id).replace("{", "{{").replace("}", "}}")
+    esc = {k: _copy_text(k) for k in m.latest}
+    vals = ["\\N" if v is None else repr(v) for v in m.values]
+    text = "".join(
+        map(
+            f"{rid}\t{{}}\t{{}}\t{{}}\t{{}}\n".format,
+            [esc[k] for k in m.keys],
+            m.steps,
+            m.timestamps,
+            vals,
+        )
+    )
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy("COPY metrics (run_id, key, step, timestamp, value) FROM STDIN") as copy:
+        copy.write(text)
 
 
 def _check_key(key: object, field: str) -> str:
@@ -357,7 +500,7 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         project: str,
         run_id: str,
         *,
-        metrics_: Iterable[MetricRow] = (),
+        metrics_: Iterable[MetricRow] | MetricColumns = (),
         params: Iterable[tuple[str, object]] = (),
         tags: Iterable[tuple[str, object]] = (),
         batch_id: str | None = None,
@@ -368,38 +511,9 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         A param is logged once: the same value again is accepted, a different one is refused.
         """
         pid = self.projects.project_id(project)
-        mrows = []
-        latest: dict[str, MetricRow] = {}
-        for i, (key, raw, step, ts) in enumerate(metrics_):
-            _check_key(key, f"metrics[{i}].key")
-            value: float | None = None
-            if raw is not None:
-                try:
-                    value = float(raw)
-                except (TypeError, ValueError):
-                    raise InvalidArgument.for_field(
-                        f"metrics[{i}].value", f"expected a number, got {raw!r}"
-                    ) from None
-                if math.isnan(value):
-                    value = None
-                elif math.isinf(value):
-                    # JSON has no infinity, so every surface would turn it into null (NaN):
-                    # keep the largest finite float instead, on every backend alike.
-                    value = math.copysign(sys.float_info.max, value)
-            if not isinstance(step, int) or isinstance(step, bool) or not -(2**63) <= step < 2**63:
-                raise InvalidArgument.for_field(
-                    f"metrics[{i}].step", f"expected a 64-bit integer, got {step!r}"
-                )
-            if not isinstance(ts, int) or not 0 <= ts < 2**63:
-                raise InvalidArgument.for_field(
-                    f"metrics[{i}].timestamp", f"expected epoch milliseconds, got {ts!r}"
-                )
-            mrows.append(
-                {"run_id": run_id, "key": key, "step": step, "timestamp": ts, "value": value}
-            )
-            cur = latest.get(key)
-            if cur is None or (step, ts) >= (cur[2], cur[3]):
-                latest[key] = (key, value, step, ts)
+        mcols = (
+            metrics_ if isinstance(metrics_, MetricColumns) else MetricColumns.from_rows(metrics_)
+        )
         prows: dict[str, str] = {}
         for key, pval in params:
             _check_key(key, "params.key")
@@ -416,23 +530,8 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
 
         with self.db.write() as conn:
             self._run_check(conn, pid, run_id)
-            if batch_id is not None:
-                applied = conn.execute(
-                    dialect_insert(conn, metric_batches)
-                    .values(
-                        # Hashed, not truncated, to fit the column: two long ids sharing a
-                        # prefix must stay two batches.
-                        batch_id=hashlib.sha256(f"{run_id}:{batch_id}".encode()).hexdigest(),
-                        run_id=run_id,
-                        created_at=now_ms(),
-                    )
-                    .on_conflict_do_nothing()
-                    # Without it SQLAlchemy 2.1 reports -1 for an INSERT on psycopg, and every
-                    # retried batch would be applied again on PostgreSQL.
-                    .execution_options(preserve_rowcount=True)
-                ).rowcount
-                if not applied:
-                    return False
+            if batch_id is not None and not self._claim_batch(conn, run_id, batch_id):
+                return False
             if prows:
                 existing = dict(
                     conn.execute(
@@ -463,37 +562,89 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                     ),
                     [{"run_id": run_id, "key": k, "value": v} for k, v in trows.items()],
                 )
-            if mrows:
-                if conn.dialect.name == "postgresql":
-                    _copy_metrics(conn, mrows)
-                else:
-                    conn.execute(metrics.insert(), mrows)
-                stmt = dialect_insert(conn, latest_metrics)
-                newer = or_(
-                    stmt.excluded.step > latest_metrics.c.step,
-                    and_(
-                        stmt.excluded.step == latest_metrics.c.step,
-                        stmt.excluded.timestamp >= latest_metrics.c.timestamp,
-                    ),
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["run_id", "key"],
-                        set_={
-                            "value": stmt.excluded.value,
-                            "step": stmt.excluded.step,
-                            "timestamp": stmt.excluded.timestamp,
-                        },
-                        where=newer,
-                    ),
-                    [
-                        {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
-                        for k, v, s, t in latest.values()
-                    ],
-                )
+            if mcols:
+                self._write_metrics(conn, run_id, mcols)
             if prows or trows:
                 conn.execute(update(runs).where(runs.c.id == run_id).values(updated_at=now_ms()))
         return True
+
+    def log_metric_columns(
+        self,
+        project: str,
+        run_id: str,
+        keys: list[Any],
+        values: list[Any],
+        steps: list[Any],
+        timestamps: list[Any],
+        batch_id: str | None = None,
+    ) -> bool:
+        """The fast path for metric points sent column by column (what the SDK's buffer sends):
+        point ``i`` is ``keys[i]``, ``values[i]`` (None for NaN), ``steps[i]``,
+        ``timestamps[i]``. Errors name the column and the index, ``values[3]``. Returns False
+        when ``batch_id`` was already applied."""
+        cols = MetricColumns(keys, values, steps, timestamps, field=lambda i, n: f"{n}s[{i}]")
+        return self.log_batch(project, run_id, metrics_=cols, batch_id=batch_id)
+
+    @staticmethod
+    def _claim_batch(conn: Connection, run_id: str, batch_id: str) -> bool:
+        """Record ``batch_id`` as applied to the run; False if it already was (a retry)."""
+        applied = conn.execute(
+            dialect_insert(conn, metric_batches)
+            .values(
+                # Hashed, not truncated, to fit the column: two long ids sharing a prefix must
+                # stay two batches.
+                batch_id=hashlib.sha256(f"{run_id}:{batch_id}".encode()).hexdigest(),
+                run_id=run_id,
+                created_at=now_ms(),
+            )
+            .on_conflict_do_nothing()
+            # Without it SQLAlchemy 2.1 reports -1 for an INSERT on psycopg, and every retried
+            # batch would be applied again on PostgreSQL.
+            .execution_options(preserve_rowcount=True)
+        ).rowcount
+        return bool(applied)
+
+    @staticmethod
+    def _write_metrics(conn: Connection, run_id: str, m: MetricColumns) -> None:
+        """The history (COPY on PostgreSQL, one executemany on SQLite), then one upsert of the
+        latest value per key, which keeps the stored point with the higher (step, timestamp)."""
+        if conn.dialect.name == "postgresql":
+            _copy_metric_columns(conn, run_id, m)
+        else:
+            # The driver's own executemany: no per-row statement building in SQLAlchemy.
+            conn.exec_driver_sql(
+                "INSERT INTO metrics (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)",
+                list(zip(repeat(run_id), m.keys, m.steps, m.timestamps, m.values, strict=False)),
+            )
+        stmt = dialect_insert(conn, latest_metrics)
+        newer = or_(
+            stmt.excluded.step > latest_metrics.c.step,
+            and_(
+                stmt.excluded.step == latest_metrics.c.step,
+                stmt.excluded.timestamp >= latest_metrics.c.timestamp,
+            ),
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["run_id", "key"],
+                set_={
+                    "value": stmt.excluded.value,
+                    "step": stmt.excluded.step,
+                    "timestamp": stmt.excluded.timestamp,
+                },
+                where=newer,
+            ),
+            [
+                {
+                    "run_id": run_id,
+                    "key": k,
+                    "value": m.values[i],
+                    "step": m.steps[i],
+                    "timestamp": m.timestamps[i],
+                }
+                for k, i in m.latest.items()
+            ],
+        )
 
     def log_inputs(self, project: str, run_id: str, inputs: list[DatasetInput]) -> None:
         pid = self.projects.project_id(project)
