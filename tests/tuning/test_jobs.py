@@ -4,6 +4,7 @@ launcher, on both databases."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 def body(trial: dict[str, Any], **kw: Any) -> TuningJobCreate:
     fields: dict[str, Any] = {
         "objective": Objective(metric="loss", direction="minimize"),
-        "space": {"q": ParamSpec(type="categorical", choices=[0.0, 1.0, 2.0, 3.0])},
+        "space": {"q": ParamSpec(type="categorical", choices=[0.0, 1.0, 2.0])},
         "strategy": "grid",
         "max_trials": 4,
         "max_parallel": 2,
@@ -119,3 +120,76 @@ def test_failing_trials_fail_the_tuning_job_early_with_their_reason(
     assert len(done.trials) < 8  # it did not run the rest
     with pytest.raises(Conflict):
         services.tuning.register_best(project, tj.id, RegisterBest(model_name="none"))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_asha_stops_the_jobs_of_clearly_bad_script_trials(
+    services: Any, project: str, trial_spec: dict[str, Any]
+) -> None:
+    services.projects.ensure_project(project)
+    spec = {**trial_spec, "hyperparameters": {"epochs": 6, "step_s": 0.3}}
+    tj = services.tuning.create(
+        project,
+        body(
+            spec,
+            space={"q": ParamSpec(type="categorical", choices=[0.0, 5.0, 10.0, 20.0, 30.0])},
+            max_trials=5,
+            early_stopping="asha",
+            min_resource=1,
+            reduction_factor=2,
+        ),
+    )
+    done = services.tuning.wait(project, tj.id, timeout_s=90)
+    assert done.status.value == "completed", done.failure_reason
+    pruned = [t for t in done.trials if t.state == TrialState.pruned]
+    assert pruned, [(t.params, t.state, t.intermediate_values) for t in done.trials]
+    for t in pruned:
+        assert t.params["q"] > 0.0 and t.error == "pruned by ASHA/Hyperband"
+        assert len(t.intermediate_values) < 6  # stopped before its last epoch
+        job = services.jobs.wait(project, t.job_id, timeout_s=20)
+        assert job.status.value == "stopped"
+        assert "pruned by ASHA/Hyperband" in (job.failure_reason or "") or job.stop_requested
+    assert done.best is not None and done.best.params == {"q": 0.0}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_restarted_shipyard_resumes_an_unfinished_tuning_job(
+    settings: Any, project: str, trial_spec: dict[str, Any]
+) -> None:
+    from tests.tuning.conftest import fast_services
+
+    first = fast_services(settings)
+    first.projects.ensure_project(project)
+    spec = {**trial_spec, "hyperparameters": {"epochs": 2, "step_s": 0.2}}
+    tj = first.tuning.create(project, body(spec, max_parallel=1, max_trials=3))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = first.tuning.get(project, tj.id)
+        if info.trials_count.completed >= 1:
+            break
+        time.sleep(0.1)
+    assert info.trials_count.completed >= 1
+    first.close()  # the process ends: its coordinator lets the tuning job go
+    first_left = second = None
+    try:
+        second = fast_services(settings)
+        left = second.tuning.get(project, tj.id)
+        assert left.status.value == "running"
+        first_left = left.trials_count.total
+        second.start_job_worker()  # as `shipyard server` does when it starts
+        assert list(second.tuning.start()) == [tj.id]
+        done = second.tuning.wait(project, tj.id, timeout_s=60)
+    finally:
+        if second is not None:
+            second.close()
+    assert done.status.value == "completed", done.failure_reason
+    assert [t.number for t in done.trials] == [0, 1, 2]
+    assert sorted(t.params["q"] for t in done.trials) == [0.0, 1.0, 2.0]  # no point twice
+    assert all(t.state == TrialState.completed for t in done.trials)
+    assert first_left is not None and first_left < 3
+    # One job per trial: a trial submitted before the restart was not submitted again.
+    third = fast_services(settings)
+    try:
+        assert third.jobs.list(project, tuning_job_id=tj.id).count == 3
+    finally:
+        third.close()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import select, update
 
-from shipyard.core.errors import NotFound
+from shipyard.core.errors import NotFound, Unavailable
 from shipyard.core.timeutil import now_ms
 from shipyard.tuning import engine
 from shipyard.tuning.schemas import TrialState, TuningJobStatus
@@ -160,13 +160,21 @@ class Coordinator:
                 if self.stop.is_set():  # this process shuts down: leave it to the next one
                     self._release()
                     return
-            self._poll()
-            if self._fail_fast():
-                return
-            while (
-                len(self.running) < self.spec.max_parallel and self.search.next_number < self.budget
-            ):
-                self._launch()
+            try:
+                self._poll()
+                if self._fail_fast():
+                    return
+                while (
+                    len(self.running) < self.spec.max_parallel
+                    and self.search.next_number < self.budget
+                ):
+                    self._launch()
+            except Unavailable:
+                # The store is briefly unavailable (locked, restarting): the rows say where we
+                # are, and a trial not yet submitted is submitted at the next poll (same key).
+                log.warning("tuning job %s: metadata store unavailable", self.tuning_job_id)
+                self.stop.wait(1.0)
+                continue
             if not self.running and self.search.next_number >= self.budget:
                 self._finish()
                 return
@@ -323,6 +331,7 @@ class Coordinator:
                 "value": value,
                 "error": error,
                 "intermediate_values": _dump(r.intermediate),
+                "job_id": r.job_id,
                 "run_id": r.run_id,
                 "ended_at": now_ms(),
             }
