@@ -513,22 +513,24 @@ class TuningService:
         now = now_ms()
         with self.db.write() as conn:
             row = self._row(conn, pid, tuning_job_id)
-            if TuningJobStatus(row.status).final:
-                return self.get(project, tuning_job_id)
-            if row.kind == TuningJobKind.function.value:
-                # The SDK's loop sees it at its next report and stops there.
+            final = TuningJobStatus(row.status).final
+            function = row.kind == TuningJobKind.function.value
+            if not final:
+                # A function job's SDK loop sees ``stopped`` at its next report and ends there;
+                # a job tuning job's coordinator stops its trials, then marks it stopped.
+                status = TuningJobStatus.stopped if function else TuningJobStatus.stopping
                 conn.execute(
                     update(tuning_jobs)
                     .where(tuning_jobs.c.id == tuning_job_id)
-                    .values(status=TuningJobStatus.stopped.value, ended_at=now, updated_at=now)
+                    .values(
+                        status=status.value,
+                        ended_at=now if function else None,
+                        updated_at=now,
+                    )
                 )
-                return self.get(project, tuning_job_id)
-            conn.execute(
-                update(tuning_jobs)
-                .where(tuning_jobs.c.id == tuning_job_id)
-                .values(status=TuningJobStatus.stopping.value, updated_at=now)
-            )
             orphan = (row.lease_expires_at or 0) < now
+        if final or function:
+            return self.get(project, tuning_job_id)
         with self._lock:
             ev = self._stop_events.get(tuning_job_id)
         if ev is not None:
