@@ -9,6 +9,7 @@ import typer
 from shipyard.cli import admin, experiments, runs
 from shipyard.cli import batch as batch_cli
 from shipyard.cli import endpoints as endpoints_cli
+from shipyard.cli import jobs as jobs_cli
 from shipyard.cli import models as models_cli
 from shipyard.cli import tuning as tuning_cli
 from shipyard.cli.common import JsonOpt, console, handle_errors
@@ -24,6 +25,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(endpoints_cli.app, name="endpoints")
 app.add_typer(batch_cli.app, name="batch")
+app.add_typer(jobs_cli.app, name="jobs")
 app.add_typer(tuning_cli.app, name="tuning")
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.users_app, name="users")
@@ -46,6 +48,33 @@ def server(
     if port is not None:
         settings.port = port
     serve(settings, log_level=log_level)
+
+
+@app.command()
+@handle_errors
+def worker(
+    slots: Annotated[
+        int | None,
+        typer.Option("--slots", min=1, help="CPUs' worth of jobs at once (default: one per CPU)."),
+    ] = None,
+) -> None:
+    """Run training jobs from the queue on this machine (or on the Ray cluster in settings)
+    until stopped (Ctrl-C or SIGTERM: running jobs go back to the queue)."""
+    from shipyard.core.settings import Settings
+    from shipyard.jobs.worker import JobWorker
+    from shipyard.server.context import Services
+
+    settings = Settings(job_workers_embedded=False)
+    services = Services.from_settings(settings)
+    try:
+        w = JobWorker(services.jobs, services.executor, settings, slots=slots)
+        console.print(
+            f"worker {w.owner}: {w.slots} slots, lease {settings.job_lease_s:g} s; Ctrl-C to stop",
+            highlight=False,
+        )
+        w.serve_forever()
+    finally:
+        services.close()
 
 
 @app.command()

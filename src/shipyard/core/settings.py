@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     # CPUs' worth of tasks run at once on the local executor (default: one per CPU).
     executor_slots: int | None = Field(default=None, ge=1, le=4096)
+    # Modules the local executor's fork server imports once, so tasks start in milliseconds
+    # with them loaded (JSON list; default: the batch-inference and job-launcher modules).
+    executor_preload: list[str] | None = None
     # Where a job's own code tracks to: empty for this store (database and artifacts), or a
     # server's URL, for workers on other machines.
     jobs_tracking_uri: str = ""

@@ -168,12 +168,13 @@ class JobWorker:
     def _tick(self) -> None:
         now = time.monotonic()
         if self._active:
+            # Settle first: a job is marked running before the first line of its log is copied.
+            self._settle()
             self._pump_all()
             self._check_stops(now)
             if now - self._last_beat >= max(0.2, self.settings.job_lease_s / 3):
                 self._heartbeat()
                 self._last_beat = now
-            self._settle()
         if now - self._last_reap >= max(0.5, min(5.0, self.settings.job_lease_s / 2)):
             self._last_reap = now
             for jid in self.service.reap():

@@ -36,7 +36,9 @@ def make_executor(settings: Settings) -> Executor:
     return LocalExecutor(
         settings.home / "tasks",
         settings.executor_slots,
-        preload=(*SHARD_PRELOAD, *JOB_PRELOAD),
+        preload=settings.executor_preload
+        if settings.executor_preload is not None
+        else (*SHARD_PRELOAD, *JOB_PRELOAD),
     )
 
 
