@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,6 +565,7 @@ def _lightgbm(
         "reg_lambda": hps["lambda_l2"],
         "random_state": hps["seed"],
         "n_jobs": hps["num_threads"] or cpus,
+        "metric": metric,
         "verbose": -1,
     }
     if hps["objective"]:
@@ -571,9 +573,11 @@ def _lightgbm(
     cls = lgb.LGBMClassifier if classification else lgb.LGBMRegressor
     model = cls(**kw)
     try:
-        model.fit(
-            data.X, data.y, eval_set=sets, eval_names=names, eval_metric=metric, callbacks=callbacks
-        )
+        with warnings.catch_warnings():
+            # LightGBM 4.7 deprecates eval_set for eval_X/eval_y, but its classifier does not
+            # encode text labels given through eval_y: keep eval_set, quietly.
+            warnings.filterwarnings("ignore", message=".*eval_set.*")
+            model.fit(data.X, data.y, eval_set=sets, eval_names=names, callbacks=callbacks)
     except lgb.basic.LightGBMError as exc:
         raise InvalidArgument.for_field(
             "hyperparameters", f"LightGBM refused the settings: {str(exc).splitlines()[0]}"

@@ -55,6 +55,15 @@ MEMORY_KILL_GRACE_S = 5.0
 # How many of the run's metrics the rule checks read back (loss-like ones first).
 MAX_RULE_METRICS = 200
 DEFAULT_MASTER_PORT = 29500
+# What an executor's fork server should import once so that a job's process starts with them:
+# this module, the profiler, and the in-process tracking backend (and its migration check).
+PRELOAD = (
+    "shipyard.jobs.launcher",
+    "shipyard.jobs.profile",
+    "shipyard.sdk.local",
+    "alembic.runtime.migration",
+    "psutil",
+)
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ALGORITHMS = ("xgboost", "lightgbm", "linear", "random-forest", "kmeans")
 
@@ -196,16 +205,27 @@ def _link(src: Path, dest: Path) -> None:
 
 
 def _storage_options(uri: str) -> dict[str, Any]:
-    """The artifact store's fsspec options (endpoint, keys) for a URI on the same protocol."""
-    root = os.environ.get("SHIPYARD_ARTIFACT_ROOT", "")
-    raw = os.environ.get("SHIPYARD_ARTIFACT_STORAGE_OPTIONS", "")
-    if not raw or uri.split("://", 1)[0] != root.split("://", 1)[0]:
+    """fsspec options (endpoint, keys) for a remote input: ``SHIPYARD_INPUT_STORAGE_OPTIONS``
+    (JSON, from the job's ``environment``) when set; else the artifact store's own options when
+    the input is on the same protocol (an S3 deployment reading its own bucket); else none, and
+    the library's defaults apply (``AWS_*`` variables, instance credentials)."""
+    raw = os.environ.get("SHIPYARD_INPUT_STORAGE_OPTIONS", "")
+    field = "environment.SHIPYARD_INPUT_STORAGE_OPTIONS"
+    if not raw:
+        root = os.environ.get("SHIPYARD_ARTIFACT_ROOT", "")
+        if uri.split("://", 1)[0] != root.split("://", 1)[0]:
+            return {}
+        raw = os.environ.get("SHIPYARD_ARTIFACT_STORAGE_OPTIONS", "")
+        field = "SHIPYARD_ARTIFACT_STORAGE_OPTIONS"
+    if not raw:
         return {}
     try:
         opts = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
-    return opts if isinstance(opts, dict) else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument.for_field(field, f"expected a JSON object: {exc}") from None
+    if not isinstance(opts, dict):
+        raise InvalidArgument.for_field(field, "expected a JSON object")
+    return opts
 
 
 def _download(name: str, uri: str, dest: Path) -> None:
@@ -275,6 +295,20 @@ class _Tracking:
 
                 self._client = Client(self.project)
             return self._client
+
+    def warm_up(self, share: bool) -> None:
+        """Make the client in the background while the user's code starts (it opens the
+        store: a few hundred milliseconds); with ``share``, the fluent API uses it too."""
+
+        def work() -> None:
+            with contextlib.suppress(Exception):
+                client = self.client()
+                client._ready()
+                fluent = sys.modules.get("shipyard.sdk.fluent")
+                if share and fluent is not None:
+                    fluent._adopt_client(client)
+
+        threading.Thread(target=work, name="shipyard-tracking", daemon=True).start()
 
     def buffer(self) -> Any:
         with self._lock:
@@ -728,12 +762,18 @@ class _Launch:
         findings: list[dict[str, Any]] = []
         flavor = ensure_manifest(self.model_dir) if any(self.model_dir.iterdir()) else None
         try:
-            extra["model"] = self.upload(self.model_dir, "model")
+            if status == "completed":
+                extra["model"] = self.upload(self.model_dir, "model")
+            else:
+                # What a failed or stopped attempt left in model/ is not a model: it stays on
+                # disk, and the next attempt's model/ is the one that is logged.
+                n, size = _folder_stats(self.model_dir)
+                extra["model"] = {"files": n, "bytes": size, "artifact_path": None}
             extra["model"]["flavor"] = flavor
             extra["output"] = self.upload(self.output_dir, "output")
         except Exception as exc:
             problems.append(f"uploading model/ and output/ failed: {exc}")
-        if extra.get("model", {}).get("files") and flavor is None:
+        if status == "completed" and extra.get("model", {}).get("files") and flavor is None:
             findings.append(
                 finding(
                     "model_not_registrable",
@@ -844,6 +884,7 @@ def run_job(
                 f"rank {launch.rank}/{launch.world_size})",
                 flush=True,
             )
+            launch.tracking.warm_up(share=launch.in_process)
             launch.run_user_code()
         except _Stopped as exc:
             status, error = "stopped", exc

@@ -56,6 +56,15 @@ def init(
         return _client
 
 
+def _adopt_client(client: Client) -> None:
+    """Use ``client`` unless one is set already: a job's launcher shares the client it made
+    with the job's code, so that the code's first ``log_metric`` does not build another."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = client
+
+
 def get_client() -> Client:
     with _lock:
         return _client if _client is not None else init()
@@ -282,6 +291,11 @@ def start_run(
                     attached.set_tags(tags)
                 return attached
             parent = attached
+        elif parent is not None and parent.owned_by_job and not nested and run_id is None:
+            # The job's run, attached by an earlier log call: it is the run to use.
+            if tags:
+                parent.set_tags(tags)
+            return parent
         if parent is not None and not nested and run_id is None:
             raise InvalidArgument.for_field(
                 "nested", f"run {parent.id} is already active: end it first, or pass nested=True"
