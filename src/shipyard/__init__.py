@@ -41,6 +41,7 @@ from shipyard.sdk.fluent import (
     start_run,
 )
 from shipyard.sdk.models import LoggedModel, load_model, log_model, register_model
+from shipyard.sdk.tuning import tune
 
 __version__ = "0.1.0"
 
@@ -78,4 +79,5 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "tune",
 ]

@@ -22,7 +22,7 @@ def quadratic(params: dict, trial: tuning.Trial) -> float:
 
 
 def test_tune_records_every_trial_as_a_run_and_reports_the_best(sy) -> None:  # type: ignore[no-untyped-def]
-    tj = tuning.tune(quadratic, space=SPACE, max_trials=12, strategy="random", seed=4)
+    tj = sy.tune(quadratic, space=SPACE, max_trials=12, strategy="random", seed=4)
     assert tj.status.value == "completed"
     trials = tj.trials
     assert [t.number for t in trials] == list(range(12))

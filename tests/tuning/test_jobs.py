@@ -47,10 +47,8 @@ def test_script_trials_run_in_parallel_and_the_best_model_registers(
     sy: Any, services: Any, trial_spec: dict[str, Any]
 ) -> None:
     """Through the SDK, on both backends: a grid of four script trials, two at a time."""
-    from shipyard.sdk import tuning
-
     project = sy.get_client().project
-    tj = tuning.create(
+    tj = sy.tuning.create(
         space={"q": [0.0, 1.0, 2.0, 3.0]},
         objective="loss",
         strategy="grid",
@@ -87,7 +85,7 @@ def test_script_trials_run_in_parallel_and_the_best_model_registers(
     mv = tj.register_best("shift")
     assert mv.name == "shift" and mv.version == 1 and mv.run_id == done.best.run_id
     assert mv.tags["shipyard.tuning_job_id"] == tj.id
-    assert tuning.stop(tj.id).status.value == "completed"  # a finished job stays as it is
+    assert sy.tuning.stop(tj.id).status.value == "completed"  # a finished job stays as it is
 
 
 def test_a_bad_trial_template_or_space_is_refused(
