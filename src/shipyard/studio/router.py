@@ -513,3 +513,11 @@ router.include_router(_endpoint_pages)
 from shipyard.studio.models_views import router as _model_pages  # noqa: E402
 
 router.include_router(_model_pages)
+
+from shipyard.studio.jobs_views import router as _job_pages  # noqa: E402
+
+router.include_router(_job_pages)
+
+from shipyard.studio.tuning_views import router as _tuning_pages  # noqa: E402
+
+router.include_router(_tuning_pages)
