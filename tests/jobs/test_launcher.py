@@ -167,7 +167,7 @@ def test_a_script_gets_the_contract_and_logs_with_no_set_up(
     assert job.artifact_json("report.json") == result["report"] == a.report
     summary = result["report"]["summary"]
     assert summary["status"] == "completed" and summary["error"] is None
-    assert summary["profile"]["samples"] >= 1 and summary["profile"]["memory_rss_peak_bytes"] > 0
+    assert summary["profile"]["samples"] >= 1 and summary["profile"]["memory_peak_bytes"] > 0
 
 
 RESUME_SCRIPT = """
@@ -302,7 +302,7 @@ def test_the_memory_limit_stops_the_job_with_a_clear_reason(
     rules = {f["rule"]: f for f in report["findings"]}
     assert rules["memory_limit_exceeded"]["severity"] == "error"
     assert rules["memory_limit_exceeded"]["details"]["limit_bytes"] == 2**29
-    assert report["summary"]["profile"]["memory_rss_peak_bytes"] > 2**29
+    assert report["summary"]["profile"]["memory_peak_bytes"] > 2**29
 
 
 def test_a_stopped_job_still_writes_its_report(job: JobHarness, tmp_path: Path) -> None:

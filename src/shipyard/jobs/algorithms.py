@@ -405,7 +405,12 @@ def train(
     absent). Returns ``{"algorithm", "task", "rows", "features", "metrics", "iterations"}``."""
     hps = validate_hyperparameters(algorithm, hyperparameters)
     data = load_data(algorithm, hps, channels)
-    log = log_metrics or (lambda metrics, step: None)
+    sink = log_metrics or (lambda metrics, step: None)
+    per_iteration: set[str] = set()
+
+    def log(metrics: dict[str, float], step: int | None) -> None:
+        per_iteration.update(metrics)
+        sink(metrics, step)
     fn = {
         "xgboost": _xgboost,
         "lightgbm": _lightgbm,
@@ -415,7 +420,10 @@ def train(
     }[algorithm]
     model, iterations, extra = fn(hps, data, log, max(1, int(cpus)))
     metrics = _final_metrics(model, data, algorithm)
-    log(metrics, iterations)
+    # A curve logged at every iteration (validation/rmse) is not extended by its final value.
+    final_only = {k: v for k, v in metrics.items() if k not in per_iteration}
+    if final_only:
+        sink(final_only, iterations)
     from shipyard.models.format import save_model
 
     save_model(model, Path(model_dir), input_example=data.X.head(5))

@@ -4,7 +4,11 @@
 from a thread, every ``SAMPLE_INTERVAL_S``:
 
 - CPU: the tree's CPU time over the interval, in percent of one CPU (200 = two busy CPUs);
-- memory: the tree's resident set size (RSS), summed over its processes;
+- memory: the tree's private memory (what its processes alone hold: their own allocations, not
+  the libraries they share with the executor's fork server or other processes), summed over
+  its processes, from ``/proc/<pid>/smaps_rollup``; and its resident set size (RSS), which
+  counts shared pages in every process. The memory limit applies to the private memory (to RSS
+  where the kernel gives no ``smaps_rollup``);
 - disk: bytes the tree read from and wrote to storage (``/proc/<pid>/io``);
 - network: bytes sent and received by the whole machine (psutil cannot attribute sockets' bytes
   to a process; on a shared machine this counts the neighbours' traffic too);
@@ -72,6 +76,7 @@ LOSS_NAME_LAST_SEGMENTS = ("rmse", "mse", "mae", "l1", "l2")
 class Sample:
     t: float  # seconds since the epoch
     cpu_percent: float  # of one CPU
+    memory_bytes: int  # private (unique) memory of the tree
     rss_bytes: int
     disk_read_bytes: int  # cumulative since the profiler started
     disk_write_bytes: int
@@ -154,6 +159,7 @@ class Profiler:
         self.on_memory_exceeded = on_memory_exceeded
         self.prefix = metric_prefix
         self.samples: list[Sample] = []
+        self.peak_memory_bytes = 0
         self.peak_rss_bytes = 0
         self.exceeded: str | None = None  # why the memory limit was enforced
         self.started_at = time.time()
@@ -166,6 +172,7 @@ class Profiler:
         # Per process (pid, create time): the last (cpu seconds, read bytes, write bytes) seen.
         self._last: dict[tuple[int, float], tuple[float, int, int]] = {}
         self._cum_read = 0
+        self._cpu_seconds = 0.0
         self._cum_write = 0
         self._net0: tuple[int, int] | None = None
         self._last_t = 0.0
@@ -203,7 +210,7 @@ class Profiler:
                 next_sample += self.interval_s
                 self._sample_and_emit(root)
             elif self.memory_limit_bytes:
-                self._check_memory(self._rss(root))
+                self._check_memory(self._memory(root))
         self._sample_and_emit(root)  # the last one, at stop
 
     # -- reading the tree ------------------------------------------------------------------
@@ -216,13 +223,13 @@ class Profiler:
         except psutil.Error:
             return []
 
-    def _rss(self, root: Any) -> int:
+    def _memory(self, root: Any) -> int:
         import psutil
 
         total = 0
         for p in self._tree(root):
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
+                total += _private_bytes(p.pid, p.memory_info().rss)
         return total
 
     def _prime(self, root: Any) -> None:
@@ -234,8 +241,9 @@ class Profiler:
         for p in self._tree(root):
             self._read_proc(p)
 
-    def _read_proc(self, p: Any) -> tuple[float, int, int, int] | None:
-        """(cpu seconds delta, read delta, write delta, rss) of one process since last seen."""
+    def _read_proc(self, p: Any) -> tuple[float, int, int, int, int] | None:
+        """(cpu seconds delta, read delta, write delta, rss, private memory) of one process
+        since it was last seen."""
         import psutil
 
         try:
@@ -251,9 +259,10 @@ class Profiler:
                 rss = int(p.memory_info().rss)
         except psutil.Error:
             return None
+        private = _private_bytes(p.pid, rss)
         prev = self._last.get(key, (0.0, 0, 0))
         self._last[key] = (cpu, rd, wr)
-        return max(0.0, cpu - prev[0]), max(0, rd - prev[1]), max(0, wr - prev[2]), rss
+        return max(0.0, cpu - prev[0]), max(0, rd - prev[1]), max(0, wr - prev[2]), rss, private
 
     def sample(self, root: Any) -> Sample:
         import psutil
@@ -263,6 +272,7 @@ class Profiler:
         self._last_t = now
         cpu_s = 0.0
         rss = 0
+        private = 0
         n = 0
         seen = set()
         for p in self._tree(root):
@@ -275,6 +285,8 @@ class Profiler:
             self._cum_read += got[1]
             self._cum_write += got[2]
             rss += got[3]
+            private += got[4]
+        self._cpu_seconds += cpu_s
         # Forget processes that are gone, so the table does not grow with every child started.
         self._last = {k: v for k, v in self._last.items() if k[0] in seen}
         net = psutil.net_io_counters()
@@ -290,6 +302,7 @@ class Profiler:
         return Sample(
             t=time.time(),
             cpu_percent=100.0 * cpu_s / dt,
+            memory_bytes=private,
             rss_bytes=rss,
             disk_read_bytes=self._cum_read,
             disk_write_bytes=self._cum_write,
@@ -309,18 +322,19 @@ class Profiler:
             prev = self.samples[-1] if self.samples else None
             self.samples.append(s)
             step = len(self.samples) - 1
-        self._check_memory(s.rss_bytes)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, s.rss_bytes)
+        self._check_memory(s.memory_bytes)
         if self.on_sample is not None:
             with contextlib.suppress(Exception):
                 self.on_sample(self.rows(s, step, prev))
 
-    def _check_memory(self, rss: int) -> None:
-        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+    def _check_memory(self, used: int) -> None:
+        self.peak_memory_bytes = max(self.peak_memory_bytes, used)
         limit = self.memory_limit_bytes
-        if limit is None or rss <= limit or self.exceeded is not None:
+        if limit is None or used <= limit or self.exceeded is not None:
             return
         self.exceeded = (
-            f"memory limit exceeded: the job's processes used {_gb(rss)} of memory (RSS), "
+            f"memory limit exceeded: the job's processes used {_gb(used)} of memory, "
             f"above its limit of {_gb(limit)} (resources.memory_gb); the job was stopped"
         )
         if self.on_memory_exceeded is not None:
@@ -341,6 +355,7 @@ class Profiler:
 
         values: list[tuple[str, float]] = [
             (f"{p}cpu_percent", s.cpu_percent),
+            (f"{p}memory_bytes", float(s.memory_bytes)),
             (f"{p}memory_rss_bytes", float(s.rss_bytes)),
             (
                 f"{p}disk_read_bytes_per_s",
@@ -374,8 +389,10 @@ class Profiler:
             "samples": len(samples),
             "interval_s": self.interval_s,
             "cpus": cpus,
+            "cpu_seconds": round(self._cpu_seconds, 3),
             "cpu_percent_mean": None,
             "cpu_percent_max": None,
+            "memory_peak_bytes": self.peak_memory_bytes,
             "memory_rss_peak_bytes": self.peak_rss_bytes,
             "memory_limit_bytes": self.memory_limit_bytes,
             "disk_read_bytes": samples[-1].disk_read_bytes if samples else 0,
@@ -401,6 +418,25 @@ class Profiler:
                 }
             )
         return out
+
+
+_PRIVATE_FIELDS = (b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:")
+
+
+def _private_bytes(pid: int, rss: int) -> int:
+    """The process's private memory, from the kernel's one-read summary of its mappings (a
+    millisecond, where psutil's ``memory_full_info`` parses every mapping); ``rss`` where
+    there is no ``/proc/<pid>/smaps_rollup`` (not Linux, or a kernel before 4.14)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            data = f.read()
+    except OSError:
+        return rss
+    total = 0
+    for line in data.splitlines():
+        if line.startswith(_PRIVATE_FIELDS):
+            total += int(line.split()[1]) * 1024
+    return total
 
 
 def _gb(n: float) -> str:
@@ -471,7 +507,7 @@ def _memory_rules(
     summary: Mapping[str, Any], exceeded: str | None, th: Thresholds
 ) -> list[dict[str, Any]]:
     limit = summary.get("memory_limit_bytes")
-    peak = int(summary.get("memory_rss_peak_bytes") or 0)
+    peak = int(summary.get("memory_peak_bytes") or 0)
     if exceeded:
         return [
             finding(
@@ -487,7 +523,7 @@ def _memory_rules(
             finding(
                 "memory_near_limit",
                 "warning",
-                f"memory close to its limit: the job's peak memory (RSS) was {_gb(peak)}, "
+                f"memory close to its limit: the job's peak memory was {_gb(peak)}, "
                 f"{100 * peak / limit:.0f}% of its limit of {_gb(limit)}; raise "
                 "resources.memory_gb before the data grows",
                 peak_bytes=peak,
