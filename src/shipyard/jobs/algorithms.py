@@ -411,6 +411,7 @@ def train(
     def log(metrics: dict[str, float], step: int | None) -> None:
         per_iteration.update(metrics)
         sink(metrics, step)
+
     fn = {
         "xgboost": _xgboost,
         "lightgbm": _lightgbm,
