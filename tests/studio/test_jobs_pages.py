@@ -10,6 +10,7 @@ while the job runs, and a Stop button that stops it; the tuning job's best trial
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -129,6 +130,11 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Yard]:
                 ),
             )
             yard.jobs[name] = job.id
+        # A job that runs until it is stopped, for the live page (in its own project).
+        live = services.jobs.submit(
+            "live", JobCreate(name="forever", entry_point="slow.py", source_dir=str(src))
+        )
+        yard.jobs["forever"] = live.id
         # A function tuning job, trials in this process, while the jobs run in theirs.
         tj = tuning.tune(
             _objective,
@@ -145,8 +151,8 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Yard]:
             client=client,
         )
         yard.tuning_id = tj.id
-        for job_id in yard.jobs.values():
-            done = services.jobs.wait(PROJECT, job_id, timeout_s=60)
+        for name in ("churn-train", "churn-broken"):
+            done = services.jobs.wait(PROJECT, yard.jobs[name], timeout_s=60)
             assert done.status.final, f"job {done.name} is still {done.status.value}"
         yield yard
         backend.close()
@@ -162,6 +168,18 @@ def _traces(page: Any, selector: str) -> int:
             selector,
         )
     )
+
+
+def _rendered_final(page: Any) -> bool:
+    """Whether the page on screen was rendered by the server with the job final (it may be
+    reloading itself: then not yet)."""
+    from playwright.sync_api import Error
+
+    try:
+        text = page.locator("#job-live").text_content(timeout=2000)
+    except Error:
+        return False
+    return bool(text) and json.loads(text)["final"] is True
 
 
 # -- the jobs list ----------------------------------------------------------------------------
@@ -274,17 +292,13 @@ def test_failed_job_shows_its_reason_and_log(yard: Yard, page: Any) -> None:
 
 
 def test_live_log_tail_grows_and_the_stop_button_stops_the_job(yard: Yard, page: Any) -> None:
-    from shipyard.jobs.schemas import JobCreate
-
-    job = yard.services.jobs.submit(
-        "live", JobCreate(name="forever", entry_point="slow.py", source_dir=str(yard.src))
-    )
-    page.goto(yard.at(f"/projects/live/jobs/{job.id}"))
-    # The page opened before the job printed its ticks: the tail fetches them as they come.
+    job_id = yard.jobs["forever"]
+    page.goto(yard.at(f"/projects/live/jobs/{job_id}"))
     page.wait_for_function(
         "() => document.getElementById('job-log').textContent.includes('tick 1')", timeout=20_000
     )
     assert page.locator("#job-status [data-status]").inner_text() == "Running"
+    # Lines the job prints after the page opened appear in the tail.
     ticks = [int(n) for n in re.findall(r"tick (\d+)", page.locator("#job-log").inner_text())]
     later = max(ticks) + 3
     page.wait_for_function(
@@ -298,25 +312,26 @@ def test_live_log_tail_grows_and_the_stop_button_stops_the_job(yard: Yard, page:
         "() => { const l = document.getElementById('job-log'); "
         "return l.scrollHeight - l.scrollTop - l.clientHeight < 30 }"
     )
-    # The resource charts appear while it runs.
-    page.wait_for_function(
+    # The resource charts are live too: more samples are drawn as the job goes on.
+    cpu_points = (
         "() => { const d = document.querySelector('[data-profile=\"cpu\"]'); "
-        "return d && d.data && d.data.length > 0 }",
-        timeout=15_000,
+        "return d && d.data ? d.data[0].x.length : 0 }"
     )
+    page.wait_for_function(f"() => ({cpu_points})() > 0", timeout=15_000)
+    before = page.evaluate(cpu_points)
+    page.wait_for_function(f"() => ({cpu_points})() > {before}", timeout=15_000)
     screenshot(page, "job-running")
 
     page.locator('[data-action="stop"]').click()
     page.wait_for_url("**done=**")
     assert page.locator("[data-notice]").inner_text() in ("Stop requested", "Stopped")
-    # When the job is final the page reloads itself with the final status.
-    page.wait_for_function(
-        "() => { const s = document.querySelector('#job-status [data-status]'); "
-        "return s && s.dataset.status === 'stopped' }",
-        timeout=20_000,
-    )
-    page.wait_for_load_state()
-    assert yard.services.jobs.get("live", job.id).status.value == "stopped"
+    # When the job is final the page reloads itself, rendered with the final status.
+    deadline = time.monotonic() + 20
+    while not _rendered_final(page):
+        assert time.monotonic() < deadline, "the page did not show the stopped job"
+        page.wait_for_timeout(200)
+    assert page.locator("#job-status [data-status]").get_attribute("data-status") == "stopped"
+    assert yard.services.jobs.get("live", job_id).status.value == "stopped"
     assert page.locator('[data-action="stop"]').count() == 0
     page.wait_for_function(
         "() => document.getElementById('log-state').textContent === 'end of log'"

@@ -20,7 +20,7 @@
   // The page keeps at most this much log text; older text is dropped from the top.
   var MAX_CHARS = 2000000;
   var POLL_MS = 1000;
-  var CHARTS_MS = 4000;
+  var CHARTS_MS = 2500;
   var STATUS_CLASS = {
     queued: "queued", starting: "running", running: "running",
     completed: "finished", failed: "failed", stopped: "killed",

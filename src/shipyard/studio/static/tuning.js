@@ -88,6 +88,15 @@
         hovertemplate: "best after trial %{x}: %{y:.6g}<extra></extra>",
       });
     }
+    var top = completed.filter(function (t) { return t.number === data.best; });
+    if (top.length) {
+      traces.push({
+        type: "scatter", mode: "markers", name: "best trial", x: [top[0].number], y: [top[0].value],
+        marker: { color: COLORS.best, size: 14, symbol: "star", line: { width: 1, color: "#fff" } },
+        hovertemplate: "best: trial %{x}<br>" + paramText(top[0]) + "<br>" + esc(data.objective) +
+          " %{y:.6g}<extra></extra>",
+      });
+    }
     Plotly.react(div, traces, layout("trial", { rangemode: "tozero" }, 320), CONFIG);
   }
 
