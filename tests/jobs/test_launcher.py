@@ -305,6 +305,35 @@ def test_the_memory_limit_stops_the_job_with_a_clear_reason(
     assert report["summary"]["profile"]["memory_peak_bytes"] > 2**29
 
 
+RANKED = """
+    import os
+    rank = os.environ["RANK"]
+    print("rank", rank, "of", os.environ["WORLD_SIZE"], "at", os.environ["MASTER_ADDR"], flush=True)
+    open(os.path.join(os.environ["SHIPYARD_MODEL_DIR"], f"from-rank-{rank}.txt"), "w").write(rank)
+"""
+
+
+def test_each_rank_gets_its_rank_and_only_rank_0_logs_the_model(
+    job: JobHarness, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    write(src, "ranked.py", RANKED)
+    spec = {"entry_point": "ranked.py", "source_dir": str(src), "instance_count": 2}
+    tasks = [job.submit(spec, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [job.attempt_of(t, rank=r) for r, t in enumerate(tasks)]
+    for r, a in enumerate(ranks):
+        assert a.status.state == TaskState.SUCCEEDED, a.log
+        assert f"rank {r} of 2 at 127.0.0.1" in a.log
+        assert a.log.splitlines()[0].endswith(f"(attempt 1, rank {r}/2)")
+    assert ranks[0].status.result["model_artifact_path"] == "model"
+    assert ranks[1].status.result["model_artifact_path"] is None
+    # Each rank has its own folders; the run's model is rank 0's; each rank's report is kept.
+    assert (job.job_dir / "checkpoints" / "rank-1").is_dir()
+    assert job.artifacts() == ["model/from-rank-0.txt", "report.json", "reports/rank-1.json"]
+    assert job.artifact_json("reports/rank-1.json")["summary"]["rank"] == 1
+    assert any(k.startswith("profile/rank-1/") for k in job.get_run().metrics)
+
+
 def test_a_stopped_job_still_writes_its_report(job: JobHarness, tmp_path: Path) -> None:
     src = tmp_path / "src"
     write(src, "wait.py", "import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
