@@ -459,3 +459,53 @@ def test_stop_refuses_a_form_from_another_site(yard: Yard) -> None:
         while not yard.services.jobs.get("live", job.id).status.final:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_with_auth_only_editors_stop_and_the_cookie_reads_only_studio(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from shipyard.jobs.schemas import JobCreate
+    from shipyard.projects.schemas import ProjectCreate, Role, UserCreate
+    from shipyard.server.app import create_app
+    from shipyard.server.context import Services
+
+    home = tmp_path_factory.mktemp("studio-jobs-auth")
+    # No worker: the job stays queued, so what is checked is the page and the stop, not a run.
+    services = Services.from_settings(
+        make_settings(
+            home, f"sqlite:///{home / 'shipyard.db'}", auth=True, job_workers_embedded=False
+        )
+    )
+    try:
+        p = services.projects
+        p.create_project(ProjectCreate(name="team"))
+        for name, role in (("vic", Role.viewer), ("eve", Role.editor)):
+            p.create_user(UserCreate(name=name))
+            p.set_membership("team", name, role)
+        vic, eve = p.create_token("vic").secret, p.create_token("eve").secret
+        job = services.jobs.submit(
+            "team", JobCreate(name="queued-one", entry_point="/nowhere/train.py")
+        )
+        page = f"/projects/team/jobs/{job.id}"
+        with ServerThread(create_app(services)) as srv:
+            with httpx.Client(base_url=srv.url) as anon:
+                r = anon.get(page + "/log")
+                assert r.status_code == 303 and r.headers["location"].startswith("/login")
+            with httpx.Client(base_url=srv.url, cookies={"shipyard_token": vic}) as c:
+                r = c.get(page)
+                assert r.status_code == 200 and 'data-action="stop"' not in r.text
+                log = c.get(page + "/log", params={"after_seq": 0}).json()
+                assert log["status"] == "queued" and log["done"] is False
+                assert c.post(page + "/stop").status_code == 403
+                # The cookie never authorizes the REST API.
+                assert c.post(f"/api/v1/projects/team/jobs/{job.id}/stop").status_code == 401
+            assert services.jobs.get("team", job.id).status.value == "queued"
+            with httpx.Client(base_url=srv.url, cookies={"shipyard_token": eve}) as c:
+                r = c.get(page)
+                assert 'data-action="stop"' in r.text
+                r = c.post(page + "/stop")
+                assert r.status_code == 303 and "done=Stopped" in r.headers["location"]
+            stopped = services.jobs.get("team", job.id)
+            assert stopped.status.value == "stopped"
+    finally:
+        services.close()
