@@ -42,6 +42,21 @@ def services(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
     s.close()
 
 
+LOSS = [{"name": "loss", "regex": r"loss=([0-9.eE+-]+)"}]
+
+
 @pytest.fixture
 def trial_spec() -> dict[str, object]:
     return {"entry_point": "train.py", "source_dir": str(SCRIPTS)}
+
+
+@pytest.fixture
+def printing_trial() -> dict[str, object]:
+    """The script printing its loss, read by a metric definition (no tracking set-up in the
+    trial's process: the fastest trial there is)."""
+    return {
+        "entry_point": "train.py",
+        "source_dir": str(SCRIPTS),
+        "metric_definitions": LOSS,
+        "hyperparameters": {"report": "print"},
+    }

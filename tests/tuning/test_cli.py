@@ -44,7 +44,7 @@ def test_create_show_list_register_and_the_refusals(tmp_path: Path) -> None:
     space = json.dumps({"q": {"type": "categorical", "choices": [0.0, 1.0]}})
     code, out, err = cli(
         "tuning", "create", "--space", space, "--objective", "loss", "--strategy", "grid",
-        "--max-parallel", "2", "-e", "train.py", "-s", str(SCRIPTS), "-H", "epochs=2",
+        "--max-parallel", "2", "-e", "train.py", "-s", str(SCRIPTS), "-H", "epochs=1", "-H", "report=print", "--metric-definition", "loss=loss=([0-9.]+)",
         "--name", "cli-grid", "--json",
     )  # fmt: skip
     assert code == 0, err
