@@ -199,3 +199,31 @@ def test_a_restarted_shipyard_resumes_an_unfinished_tuning_job(
         assert third.jobs.list(project, tuning_job_id=tj.id).count == 2
     finally:
         third.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_stopping_a_tuning_job_stops_its_running_trials(
+    services: Any, project: str, printing_trial: dict[str, Any]
+) -> None:
+    services.projects.ensure_project(project)
+    spec = {**printing_trial, "hyperparameters": {"report": "print", "epochs": 60, "step_s": 0.5}}
+    tj = services.tuning.create(project, body(spec, strategy="random", max_trials=6))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = [
+            t for t in services.tuning.get(project, tj.id).trials or [] if t.job_id is not None
+        ]
+        if len(running) == 2 and all(
+            services.jobs.get(project, t.job_id).status.value == "running" for t in running
+        ):
+            break
+        time.sleep(0.1)
+    assert len(running) == 2
+    t0 = time.monotonic()
+    assert services.tuning.stop(project, tj.id).status.value in ("stopping", "stopped")
+    done = services.tuning.wait(project, tj.id, timeout_s=30, poll_s=0.1)
+    assert done.status.value == "stopped" and time.monotonic() - t0 < 10
+    assert [t.state for t in done.trials] == [TrialState.stopped, TrialState.stopped]
+    for t in done.trials:
+        job = services.jobs.wait(project, t.job_id, timeout_s=20)
+        assert job.status.value == "stopped"
