@@ -231,6 +231,9 @@ def chart_data(request: Request, project: str, job: Job) -> dict[str, Any]:
     return {
         "status": job.status.value,
         "final": job.status.final,
+        "attempt": job.attempt,
+        "attempts": job.attempts,
+        "runtime_s": job.runtime_s,
         "metrics": metrics,
         "profile": profile,
         "profile_charts": [

@@ -219,6 +219,24 @@
     });
   }
 
+  // The same words as the server's: 0.8s, 42s, 3m 04s, 2h 05m.
+  function seconds(s) {
+    if (s < 10) return s.toFixed(1) + "s";
+    var n = Math.round(s);
+    var pad = function (v) { return (v < 10 ? "0" : "") + v; };
+    if (n < 60) return n + "s";
+    if (n < 3600) return Math.floor(n / 60) + "m " + pad(n % 60) + "s";
+    if (n < 86400) return Math.floor(n / 3600) + "h " + pad(Math.floor(n % 3600 / 60)) + "m";
+    return Math.floor(n / 86400) + "d " + Math.floor(n % 86400 / 3600) + "h";
+  }
+
+  function showFigures() {
+    var runtime = document.querySelector('[data-figure="runtime"]');
+    if (runtime && typeof data.runtime_s === "number") runtime.textContent = seconds(data.runtime_s);
+    var attempt = document.querySelector('[data-figure="attempt"]');
+    if (attempt && data.attempt) attempt.textContent = data.attempt + " of " + data.attempts;
+  }
+
   function drawAll() {
     if (!data || typeof Plotly === "undefined") return;
     drawMetrics();
@@ -233,7 +251,7 @@
         if (!res.ok || type.indexOf("json") < 0) throw new Error("HTTP " + res.status);
         return res.json();
       })
-      .then(function (body) { data = body; drawAll(); })
+      .then(function (body) { data = body; showFigures(); drawAll(); })
       .catch(function () { /* the log's state line already says when the server is away */ })
       .then(function () { if (!stopped) setTimeout(refreshCharts, CHARTS_MS); });
   }
