@@ -70,3 +70,19 @@ def end_jobs(svc, project: str) -> None:  # type: ignore[no-untyped-def]
 
     for job in svc.list(project, status=list(ACTIVE_STATUSES), max_results=1000).data:
         svc.stop(project, job.id, reason="test over")
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """The SDK tests run each backend once, on a different store each: in-process on SQLite,
+    over HTTP on PostgreSQL (the service tests cover both stores; this halves the jobs run)."""
+    keep, drop = [], []
+    for item in items:
+        if "tests/jobs/test_sdk.py" in item.nodeid and (
+            "[local-postgres]" in item.nodeid or "[http-sqlite]" in item.nodeid
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -168,6 +168,7 @@ def test_retries_exhausted_fail_with_the_users_error(jobs, services, project):
     assert done.status == JobStatus.failed
     assert done.attempt == 2
     assert done.failure_reason == "ValueError: bad data"
+    assert done.report is not None and "findings" in done.report  # written despite the error
     assert "Traceback" in log_text(jobs, project, job.id)  # the user's traceback, in their log
     assert services.tracking.get_run(project, done.run_id).status.value == "FAILED"
 
