@@ -227,3 +227,33 @@ def test_stopping_a_tuning_job_stops_its_running_trials(
     for t in done.trials:
         job = services.jobs.wait(project, t.job_id, timeout_s=20)
         assert job.status.value == "stopped"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_sdk_checks_the_trial_job_and_makes_its_paths_absolute(
+    sy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.tuning.conftest import SCRIPTS
+
+    space = {"q": sy.tuning.uniform(0.0, 1.0)}
+    with pytest.raises(sy.InvalidArgument) as err:
+        sy.tuning.create(space=space, objective="loss", entry_point="nope.py", source_dir=SCRIPTS)
+    assert err.value.details["field"] == "trial.entry_point"
+    with pytest.raises(sy.InvalidArgument) as err:
+        sy.tuning.create(
+            space=space, objective="loss", entry_point="train.py", source_dir=SCRIPTS, retries=-1
+        )
+    assert err.value.details["field"] == "trial.retries"
+    monkeypatch.chdir(SCRIPTS)
+    tj = sy.tuning.create(
+        space=space,
+        objective="loss",
+        entry_point="train.py",
+        metric_definitions={"loss": r"loss=([0-9.]+)"},
+        hyperparameters={"report": "print", "epochs": 50, "step_s": 0.2},
+        max_trials=1,
+    )
+    assert tj.info.trial is not None and tj.info.trial.source_dir == str(SCRIPTS)
+    assert tj.info.trial.metric_definitions[0].name == "loss"
+    assert tj.stop().status.value in ("stopping", "stopped")
+    assert tj.wait(timeout_s=30, poll_s=0.1).status.value == "stopped"

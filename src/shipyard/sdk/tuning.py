@@ -248,7 +248,7 @@ def create(
     elif trial is not None:
         template = dict(trial)
     template.update(job)
-    spec = _validated(JobCreate, **template)
+    spec = _trial_spec(template)
     body = _validated(
         TuningJobCreate,
         name=name,
@@ -270,6 +270,58 @@ def create(
     )
     tj = TuningJob(c, c.backend.create_tuning_job(c._ready(), body))
     return tj.wait(timeout_s) if wait else tj
+
+
+def _trial_spec(t: dict[str, Any]) -> JobCreate:
+    """The trial's job, with local paths made absolute (against this process's folder) and
+    checked, as ``sy.jobs.submit`` does: a typo fails here, not in every trial."""
+    import base64
+    import os
+    from pathlib import Path
+
+    def local(raw: Any, field: str) -> str:
+        p = Path(raw).expanduser().resolve()
+        if not p.exists():
+            raise InvalidArgument.for_field(field, f"no such file or folder: {p}")
+        return str(p)
+
+    t = {k: v for k, v in t.items() if v is not None}
+    if "source_dir" in t:
+        t["source_dir"] = local(t["source_dir"], "trial.source_dir")
+    entry = t.get("entry_point")
+    if isinstance(entry, str | os.PathLike):
+        script = Path(entry).expanduser()
+        if "source_dir" not in t:
+            if script.is_absolute():
+                t["source_dir"], script = str(script.parent), Path(script.name)
+            else:
+                t["source_dir"] = str(Path.cwd())
+        if not (Path(t["source_dir"]) / script).is_file():
+            raise InvalidArgument.for_field(
+                "trial.entry_point", f"no such file: {Path(t['source_dir']) / script}"
+            )
+        t["entry_point"] = str(script)
+    if callable(t.get("function")):
+        import cloudpickle
+
+        t["function_pickle"] = base64.b64encode(cloudpickle.dumps(t.pop("function"))).decode()
+    if isinstance(t.get("metric_definitions"), Mapping):
+        t["metric_definitions"] = [
+            {"name": k, "regex": v} for k, v in t["metric_definitions"].items()
+        ]
+    if isinstance(t.get("inputs"), Mapping):
+        t["inputs"] = {
+            k: str(v) if "://" in str(v) else local(v, f"trial.inputs.{k}")
+            for k, v in t["inputs"].items()
+        }
+    from pydantic import ValidationError
+
+    try:
+        return JobCreate.model_validate(t)
+    except ValidationError as exc:
+        err = invalid_from_validation(exc)
+        field = f"trial.{err.details.get('field', '')}".rstrip(".")
+        raise InvalidArgument(f"trial: {err.message}", {**err.details, "field": field}) from None
 
 
 def get(tuning_job_id: str, *, client: Client | None = None) -> TuningJob:
