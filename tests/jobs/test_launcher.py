@@ -426,3 +426,33 @@ def test_the_sdk_attaches_to_the_jobs_run_and_never_ends_it(in_job: JobHarness) 
     with sy.start_run(nested=True) as other:
         assert other.id != in_job.run_id
     assert in_job.services.tracking.get_run(in_job.project, other.id).parent_run_id == in_job.run_id
+
+
+def test_a_model_file_of_a_known_format_gets_a_manifest(tmp_path: Path) -> None:
+    import lightgbm as lgb
+    import numpy as np
+    import xgboost as xgb
+
+    from shipyard.jobs.launcher import ensure_manifest
+    from shipyard.models.format import load_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    y = (X[:, 0] > 0).astype(int)
+    (tmp_path / "lgb").mkdir()
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, y), 5)
+    booster.save_model(str(tmp_path / "lgb" / "model.txt"))
+    (tmp_path / "xgb").mkdir()
+    xgb.XGBClassifier(n_estimators=5).fit(X, y).save_model(str(tmp_path / "xgb" / "model.json"))
+
+    assert ensure_manifest(tmp_path / "lgb") == "lightgbm"
+    assert load_model(tmp_path / "lgb").predict(X[:3]).shape == (3,)
+    assert ensure_manifest(tmp_path / "xgb") == "xgboost"
+    # Saved from XGBClassifier: it loads as one and predicts classes, not probabilities.
+    assert set(load_model(tmp_path / "xgb").predict(X[:10]).tolist()) <= {0, 1}
+
+    # A file that only shares the name is left alone (and no library is asked to read it).
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.json").write_text('{"lr": 0.1}')
+    assert ensure_manifest(tmp_path / "other") is None
+    assert not (tmp_path / "other" / "shipyard-model.json").exists()

@@ -389,9 +389,17 @@ def ensure_manifest(model_dir: Path) -> str | None:
     from shipyard.core.artifacts import sha256_file
 
     path = model_dir / name
+    if not _looks_like(flavor, path):  # a file of the same name that is no such model
+        return None
     try:
         options: dict[str, Any] = {"model_type": "Booster"} if flavor == "xgboost" else {}
         model = fl.load(flavor, path, options)
+        if flavor == "xgboost":
+            # Saved from XGBClassifier/XGBRegressor: load it as one, so it predicts classes.
+            kind = json.loads(model.attr("scikit_learn") or "{}").get("_estimator_type")
+            if kind in ("classifier", "regressor"):
+                options = {"model_type": f"XGB{kind.capitalize()}"}
+                model = fl.load(flavor, path, options)
         if flavor == "onnx":
             inputs = fl.onnx_signature_inputs(path)
         else:
@@ -411,6 +419,19 @@ def ensure_manifest(model_dir: Path) -> str | None:
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
     os.replace(tmp, model_dir / MANIFEST_NAME)
     return flavor
+
+
+def _looks_like(flavor: str, path: Path) -> bool:
+    """A cheap look at the file before importing a library to read it."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if flavor == "lightgbm":
+        return head.startswith(b"tree\n")  # LightGBM's text model starts so
+    if flavor == "xgboost":
+        return head.lstrip().startswith(b"{") and b'"learner"' in head
+    if flavor == "sklearn":
+        return head.startswith(b"PK")  # skops files are zip archives
+    return True
 
 
 # -- killing ------------------------------------------------------------------------------------
@@ -578,6 +599,8 @@ class _Launch:
             sys.path.insert(0, src)
         self.user_running = True
         try:
+            if self.memory_reason is not None:  # over the limit before the code even started
+                raise MemoryLimitExceeded(self.memory_reason)
             if kind == "script":
                 self._run_script()
             elif kind == "command":
@@ -753,6 +776,8 @@ class _Launch:
 
         if self.profiler is not None:
             self.profiler.stop()
+        for d in (self.model_dir, self.output_dir):  # absent when preparing failed early
+            d.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
         try:
             self.finish_user_runs(failed=status != "completed")
@@ -849,7 +874,9 @@ def run_job(
     master_port: int | None = None,
     **_ignored: Any,
 ) -> dict[str, Any]:
-    """Run one attempt of one rank of a job, in this process (an executor task).
+    """Run one attempt of one rank of a job, in this process: an executor task's own process,
+    since it sets the environment, the working directory and signal handlers, and ends the
+    runs the job's code left open.
 
     Returns ``{"report": {"findings": [...], "summary": {...}}, "model_artifact_path": "model" |
     None}`` (and ``"value"``, a function's JSON return value). On a failure of the user's code
