@@ -122,6 +122,8 @@ def test_failing_trials_fail_the_tuning_job_early_with_their_reason(
     assert len(done.trials) < 8  # it did not run the rest
     with pytest.raises(Conflict):
         services.tuning.register_best(project, tj.id, RegisterBest(model_name="none"))
+    with pytest.raises(Conflict, match="is failed"):
+        services.tuning.resume(project, tj.id)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -183,7 +185,10 @@ def test_a_restarted_shipyard_resumes_an_unfinished_tuning_job(
         assert left.status.value == "running"
         first_left = left.trials_count.completed
         second.start_job_worker()  # as `shipyard server` does when it starts
+        # A server adopts every orphan when it starts; `shipyard tuning resume` adopts one
+        # (here it already is).
         assert list(second.tuning.start()) == [tj.id]
+        assert second.tuning.resume(project, tj.id).status.value == "running"
         done = second.tuning.wait(project, tj.id, timeout_s=60)
     finally:
         if second is not None:

@@ -79,6 +79,8 @@ def test_create_report_list_get_and_stop(api: Any) -> None:
     stopped = api.post(f"/tuning-jobs/{second['id']}/stop")
     assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
     third = api.post("/tuning-jobs", json={**FUNCTION_JOB, "name": "third"}).json()
+    resumed = api.post(f"/tuning-jobs/{third['id']}/resume")
+    assert resumed.status_code == 409 and "sy.tune" in resumed.json()["error"]["message"]
 
     page = api.get("/tuning-jobs", params={"page_size": 2}).json()
     assert [j["name"] for j in page["data"]] == ["third", "second"] and page["count"] == 3

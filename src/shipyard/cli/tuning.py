@@ -241,7 +241,8 @@ def create(
         }
     if metric_definition:
         template["metric_definitions"] = [
-            {"name": k, "regex": v} for k, v in _pairs(metric_definition, "--metric-definition").items()
+            {"name": k, "regex": v}
+            for k, v in _pairs(metric_definition, "--metric-definition").items()
         ]
     if cpus != 1:
         template.setdefault("resources", {})["cpus"] = cpus
@@ -367,6 +368,33 @@ def stop(
     console.print(f"tuning job {info.id}: {info.status.value}", highlight=False)
 
 
+@app.command("resume")
+@handle_errors
+def resume(
+    tuning_job_id: str,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Return at once (the server drives it).")
+    ] = False,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drive a tuning job whose process ended (a closed notebook): on the server, or here."""
+    from shipyard.sdk import tuning as sdk_tuning
+    from shipyard.sdk.local import LocalBackend
+
+    c = client(project, uri)
+    if detach and isinstance(c.backend, LocalBackend):
+        fail("--detach needs a server (pass --tracking-uri http://...)")
+    tj = sdk_tuning.TuningJob(c, c.backend.resume_tuning_job(c._ready(), tuning_job_id))
+    if not detach:
+        tj = _progress(tj, as_json)
+    if as_json:
+        print_json(tj.info)
+    else:
+        _print_job(tj.info)
+
+
 @app.command("register-best")
 @handle_errors
 def register_best(
@@ -391,4 +419,6 @@ def register_best(
     if as_json:
         print_json(mv)
         return
-    console.print(f"registered {mv.name} version {mv.version} from {mv.source_uri}", highlight=False)
+    console.print(
+        f"registered {mv.name} version {mv.version} from {mv.source_uri}", highlight=False
+    )

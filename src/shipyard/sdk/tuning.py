@@ -196,6 +196,11 @@ class TuningJob:
         self.info = self.client.backend.stop_tuning_job(self.client._ready(), self.id)
         return self
 
+    def resume(self) -> TuningJob:
+        """Drive the tuning job in this process, when the one that drove it has ended."""
+        self.info = self.client.backend.resume_tuning_job(self.client._ready(), self.id)
+        return self
+
     def register_best(
         self, model_name: str, *, artifact_path: str = "model", description: str = ""
     ) -> ModelVersionPublic:

@@ -42,6 +42,7 @@ class TuningBackend(Protocol):
         page_token: str | None = None,
     ) -> TuningJobsPublic: ...
     def stop_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic: ...
+    def resume_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic: ...
     def report_tuning_trials(
         self, project: str, tuning_job_id: str, body: TrialsReport
     ) -> TuningJobPublic: ...
@@ -86,10 +87,15 @@ class LocalTuningCalls:
     def stop_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic:
         return self.services.tuning.stop(project, tuning_job_id)
 
+    def resume_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic:
+        return self.services.tuning.resume(project, tuning_job_id)
+
     def report_tuning_trials(
         self, project: str, tuning_job_id: str, body: TrialsReport
     ) -> TuningJobPublic:
-        return self.services.tuning.report_trials(project, tuning_job_id, body)
+        return self.services.tuning.report_trials(
+            project, tuning_job_id, body, created_by=os.environ.get("USER")
+        )
 
     def register_best_trial(
         self, project: str, tuning_job_id: str, body: RegisterBest
@@ -157,6 +163,11 @@ class HttpTuningCalls:
     def stop_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic:
         return TuningJobPublic.model_validate(
             self._json("POST", f"{self._t(project, tuning_job_id)}/stop", idempotent=True)
+        )
+
+    def resume_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic:
+        return TuningJobPublic.model_validate(
+            self._json("POST", f"{self._t(project, tuning_job_id)}/resume", idempotent=True)
         )
 
     def report_tuning_trials(

@@ -71,7 +71,13 @@ def report_tuning_trials(
     tuning_job_id: str, body: TrialsReport, scope: Editor, svc: Tuning
 ) -> TuningJobPublic:
     """Finished trials of a function tuning job (``sy.tune``), in a batch."""
-    return svc.report_trials(scope.project, tuning_job_id, body)
+    return svc.report_trials(scope.project, tuning_job_id, body, created_by=scope.principal.name)
+
+
+@router.post("/{tuning_job_id}/resume")
+def resume_tuning_job(tuning_job_id: str, scope: Editor, svc: Tuning) -> TuningJobPublic:
+    """Drive a tuning job here whose process ended (its lease ran out)."""
+    return svc.resume(scope.project, tuning_job_id)
 
 
 @router.post("/{tuning_job_id}/register-best", status_code=201)

@@ -405,7 +405,11 @@ class TuningService:
     # -- function trials (reported by the SDK) ---------------------------------------------------
 
     def report_trials(
-        self, project: str, tuning_job_id: str, body: TrialsReport
+        self,
+        project: str,
+        tuning_job_id: str,
+        body: TrialsReport,
+        created_by: str | None = None,
     ) -> TuningJobPublic:
         """Record finished trials of a ``function`` tuning job (and their runs, in one
         transaction), and end the job when ``body.status`` says so. Returns the job without its
@@ -457,7 +461,9 @@ class TuningService:
                 )
             trials.append((t, start, end))
         run_ids = iter(
-            self.tracking.record_runs(project, row.experiment_id, records) if records else []
+            self.tracking.record_runs(project, row.experiment_id, records, created_by)
+            if records
+            else []
         )
         values = [
             {
@@ -649,6 +655,31 @@ class TuningService:
             if self.adopt(jid):
                 adopted.append(jid)
         return adopted
+
+    def resume(self, project: str, tuning_job_id: str) -> TuningJobPublic:
+        """Drive a ``job`` tuning job in this process when the process that drove it has ended
+        (a notebook closed before its search did). Raises ``Conflict`` while another process
+        holds it, or when it is over."""
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            row = self._row(conn, pid, tuning_job_id)
+        if row.kind != TuningJobKind.job.value:
+            raise Conflict(
+                "a function tuning job runs in the process that called sy.tune; it cannot be "
+                "resumed elsewhere",
+                {"field": "tuning_job_id"},
+            )
+        if row.status not in ACTIVE:
+            raise Conflict(f"tuning job {tuning_job_id} is {row.status}", {"status": row.status})
+        with self._lock:
+            here = tuning_job_id in self._coordinators
+        if not here and not self.adopt(tuning_job_id):
+            raise Conflict(
+                f"tuning job {tuning_job_id} is driven by {row.owner} (lease until "
+                f"{ms_to_dt(row.lease_expires_at)})",
+                {"owner": row.owner},
+            )
+        return self.get(project, tuning_job_id)
 
     def adopt(self, tuning_job_id: str) -> bool:
         """Take a tuning job over if nobody holds its lease, and drive it here."""
