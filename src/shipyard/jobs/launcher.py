@@ -298,15 +298,16 @@ class _Tracking:
 
     def warm_up(self, share: bool) -> None:
         """Make the client in the background while the user's code starts (it opens the
-        store: a few hundred milliseconds); with ``share``, the fluent API uses it too."""
+        store: a few hundred milliseconds); with ``share``, the fluent API (``sy.log_metric``
+        in the job's code) gets this client too, rather than opening the store again."""
+        if share:
+            from shipyard.sdk import fluent
+
+            fluent._default_client = self.client
 
         def work() -> None:
             with contextlib.suppress(Exception):
-                client = self.client()
-                client._ready()
-                fluent = sys.modules.get("shipyard.sdk.fluent")
-                if share and fluent is not None:
-                    fluent._adopt_client(client)
+                self.client()._ready()
 
         threading.Thread(target=work, name="shipyard-tracking", daemon=True).start()
 

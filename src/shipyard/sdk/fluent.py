@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +35,9 @@ _lock = threading.RLock()
 _client: Client | None = None
 _buffer: MetricBuffer | None = None
 _stack: list[ActiveRun] = []
+# Set by a job's launcher: makes the client that the job's code gets when it has not called
+# init (the launcher's own), so that the job's process opens the store once.
+_default_client: Callable[[], Client] | None = None
 
 
 def init(
@@ -56,18 +59,13 @@ def init(
         return _client
 
 
-def _adopt_client(client: Client) -> None:
-    """Use ``client`` unless one is set already: a job's launcher shares the client it made
-    with the job's code, so that the code's first ``log_metric`` does not build another."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = client
-
-
 def get_client() -> Client:
     with _lock:
-        return _client if _client is not None else init()
+        if _client is not None:
+            return _client
+        if _default_client is not None:
+            return init(client=_default_client())
+        return init()
 
 
 def _get_buffer() -> MetricBuffer:
