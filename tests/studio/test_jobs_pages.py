@@ -274,9 +274,10 @@ def test_job_page_shows_findings_spec_log_metrics_and_resources(yard: Yard, page
     screenshot(page, "job-page")
     # Links to its run and its model folder.
     assert page.locator("[data-model-link]").inner_text() == "model/"
-    page.locator("[data-model-link]").click()
-    page.wait_for_url("**/runs/**#artifacts")
-    assert page.locator("#artifacts").get_by_text("weights.bin").count() >= 1
+    href = page.locator("[data-model-link]").get_attribute("href")
+    assert href.endswith("#artifacts")
+    run_page = httpx.get(yard.at(href.split("#")[0]))
+    assert run_page.status_code == 200 and "weights.bin" in run_page.text
 
 
 def test_failed_job_shows_its_reason_and_log(yard: Yard, page: Any) -> None:
@@ -410,8 +411,35 @@ def test_tuning_job_pages_show_best_trial_trials_and_charts(yard: Yard, page: An
         pytest.approx(valued[-1].value, rel=1e-5)
     )
     # The best trial's run.
-    page.locator("[data-best-run]").click()
-    page.wait_for_url(f"**/runs/{tj.best.run_id}")
+    href = page.locator("[data-best-run]").get_attribute("href")
+    assert href == f"/projects/{PROJECT}/runs/{tj.best.run_id}"
+    assert httpx.get(yard.at(href)).status_code == 200
+
+
+def test_a_tuning_job_with_no_trials_yet_and_its_stop_button(yard: Yard, page: Any) -> None:
+    from shipyard.tuning.schemas import TuningJobCreate
+
+    tj = yard.services.tuning.create(
+        "live",
+        TuningJobCreate.model_validate(
+            {
+                "name": "waiting",
+                "kind": "function",
+                "objective": {"metric": "auc", "direction": "maximize"},
+                "space": {"c": {"type": "float", "low": 0.01, "high": 10, "log": True}},
+            }
+        ),
+    )
+    page.goto(yard.at(f"/projects/live/tuning-jobs/{tj.id}"))
+    assert page.locator("[data-objective]").inner_text() == "auc (maximize)"
+    assert page.locator("[data-no-best]").is_visible()
+    assert page.locator('[data-empty="trials"]').is_visible()
+    page.locator('[data-action="stop"]').click()
+    page.wait_for_url("**done=**")
+    assert page.locator("[data-notice]").inner_text() == "Stopped"
+    assert page.locator(".page-head [data-status]").get_attribute("data-status") == "stopped"
+    assert page.locator('[data-action="stop"]').count() == 0
+    assert yard.services.tuning.get("live", tj.id).status.value == "stopped"
 
 
 # -- empty states and errors ------------------------------------------------------------------

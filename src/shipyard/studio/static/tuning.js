@@ -105,13 +105,16 @@
       var div = document.querySelector('.tuning-chart[data-param-chart="' + CSS.escape(p.name) + '"]');
       if (!div) return;
       var has = function (t) { return Object.prototype.hasOwnProperty.call(t.params, p.name); };
-      var x = function (t) { return t.params[p.name]; };
+      // Plotly reads a little HTML in category labels: a categorical value is shown as text.
+      var x = p.type === "categorical"
+        ? function (t) { return esc(t.params[p.name]); }
+        : function (t) { return t.params[p.name]; };
       var traces = [points(completed.filter(has), x, "completed", COLORS.completed, "circle")];
       var pruned = cut.filter(has);
       if (pruned.length) traces.push(points(pruned, x, "pruned", COLORS.pruned, "x", lastOf));
       var xaxis = {};
       if (p.type === "categorical") {
-        xaxis = { type: "category", categoryorder: "array", categoryarray: p.choices };
+        xaxis = { type: "category", categoryorder: "array", categoryarray: p.choices.map(esc) };
       } else if (p.log) {
         xaxis = { type: "log" };
       }
