@@ -6,6 +6,7 @@ same ``NotFound`` as ids that do not exist, so a caller learns nothing outside i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from shipyard.core.artifacts import ArtifactStore
@@ -30,8 +32,6 @@ from shipyard.tracking.artifacts import ArtifactsMixin
 from shipyard.tracking.experiments import ExperimentsMixin
 from shipyard.tracking.schemas import (
     DatasetInput,
-    LatestMetric,
-    Lifecycle,
     MetricHistory,
     MetricRow,
     RunComparison,
@@ -284,6 +284,12 @@ class RunRecord:
     metrics: list[MetricRow] = field(default_factory=list)
 
 
+@functools.cache
+def _runs_adapter() -> TypeAdapter[list[RunPublic]]:
+    """Validates a page of runs in one call (built on first use, not at import)."""
+    return TypeAdapter(list[RunPublic])
+
+
 class TrackingService(ExperimentsMixin, ArtifactsMixin):
     def __init__(
         self,
@@ -353,12 +359,21 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                 )
         return self.get_run(project, rid)
 
-    def _run_check(self, conn: Connection, pid: str, run_id: str, *, active: bool = True) -> Any:
-        row = conn.execute(
-            select(runs.c.id, runs.c.lifecycle, runs.c.status, runs.c.experiment_id).where(
-                runs.c.id == run_id, runs.c.project_id == pid
-            )
-        ).first()
+    def _run_check(
+        self, conn: Connection, pid: str, run_id: str, *, active: bool = True, lock: bool = False
+    ) -> Any:
+        """The run's row, or NotFound; InvalidArgument for a deleted run when ``active``.
+
+        ``lock`` takes the row ``FOR KEY SHARE`` (PostgreSQL; SQLite's write transaction already
+        excludes other writers): a delete of the run waits until this transaction ends. Metric
+        points rely on it, since their table has no foreign key on PostgreSQL (migration 0007).
+        """
+        query = select(runs.c.id, runs.c.lifecycle, runs.c.status, runs.c.experiment_id).where(
+            runs.c.id == run_id, runs.c.project_id == pid
+        )
+        if lock:
+            query = query.with_for_update(read=True, key_share=True)
+        row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
         if active and row.lifecycle != "active":
@@ -376,68 +391,99 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         return found[0]
 
     def _hydrate(self, conn: Connection, pid: str, ids: list[str], project: str) -> list[RunPublic]:
-        """Full runs for ids, in the order given, in five queries whatever their number."""
+        """Full runs for ids, in the order given, in five queries whatever their number.
+
+        The hot path of every search page: the queries go straight to the driver (no statement
+        building per call) and the page is validated into models in one pass, about three times
+        less CPU than building each model and each latest metric one by one.
+        """
         if not ids:
             return []
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        args: list[Any]
+        if conn.dialect.name == "postgresql":
+            where, args = "= ANY(%s)", [list(ids)]
+        else:
+            where, args = f"IN ({','.join('?' * len(ids))})", list(ids)
+
+        def fetch(sql: str) -> list[Any]:
+            cur.execute(sql.format(where=where), args)
+            return list(cur.fetchall())
+
         # By primary key alone, the project checked here: with the project in the WHERE clause
         # SQLite may pick the (project, start_time) index and scan the whole project.
         rows = {
-            r.id: r
-            for r in conn.execute(select(runs).where(runs.c.id.in_(ids)))
-            if r.project_id == pid
+            r[0]: r
+            for r in fetch(
+                "SELECT id, project_id, experiment_id, parent_run_id, name, status, start_time, "
+                "end_time, lifecycle, created_by, deleted_at, created_at, updated_at "
+                "FROM runs WHERE id {where}"
+            )
+            if r[1] == pid
         }
+        if not rows:
+            return []
         params: dict[str, dict[str, str]] = {i: {} for i in rows}
         tags: dict[str, dict[str, str]] = {i: {} for i in rows}
-        mets: dict[str, dict[str, LatestMetric]] = {i: {} for i in rows}
-        inputs: dict[str, list[DatasetInput]] = {i: [] for i in rows}
-        keys = list(rows)
-        for p in conn.execute(select(run_params).where(run_params.c.run_id.in_(keys))):
-            params[p.run_id][p.key] = p.value
-        for t in conn.execute(select(run_tags).where(run_tags.c.run_id.in_(keys))):
-            tags[t.run_id][t.key] = t.value
-        for m in conn.execute(select(latest_metrics).where(latest_metrics.c.run_id.in_(keys))):
-            mets[m.run_id][m.key] = LatestMetric(value=m.value, step=m.step, timestamp=m.timestamp)
-        for i in conn.execute(
-            select(run_inputs)
-            .where(run_inputs.c.run_id.in_(keys))
-            .order_by(run_inputs.c.created_at)
+        mets: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in rows}
+        inputs: dict[str, list[dict[str, Any]]] = {i: [] for i in rows}
+        for rid, key, value in fetch(
+            "SELECT run_id, key, value FROM run_params WHERE run_id {where}"
         ):
-            inputs[i.run_id].append(
-                DatasetInput(
-                    name=i.name,
-                    digest=i.digest,
-                    source=i.source,
-                    schema=json.loads(i.schema) if i.schema else None,
-                    context=i.context,
+            if rid in params:
+                params[rid][key] = value
+        for rid, key, value in fetch(
+            "SELECT run_id, key, value FROM run_tags WHERE run_id {where}"
+        ):
+            if rid in tags:
+                tags[rid][key] = value
+        for rid, key, value, step, ts in fetch(
+            "SELECT run_id, key, value, step, timestamp FROM latest_metrics WHERE run_id {where}"
+        ):
+            if rid in mets:
+                mets[rid][key] = {"value": value, "step": step, "timestamp": ts}
+        for rid, name, digest, source, schema, context in fetch(
+            "SELECT run_id, name, digest, source, schema, context FROM run_inputs "
+            "WHERE run_id {where} ORDER BY created_at"
+        ):
+            if rid in inputs:
+                inputs[rid].append(
+                    {
+                        "name": name,
+                        "digest": digest,
+                        "source": source,
+                        "schema": json.loads(schema) if schema else None,
+                        "context": context,
+                    }
                 )
-            )
+        cur.close()
         out = []
         for rid in ids:
             r = rows.get(rid)
             if r is None:
                 continue
             out.append(
-                RunPublic(
-                    id=r.id,
-                    project=project,
-                    experiment_id=r.experiment_id,
-                    parent_run_id=r.parent_run_id,
-                    name=r.name,
-                    status=RunStatus(r.status),
-                    start_time=ms_to_dt(r.start_time),
-                    end_time=ms_to_dt(r.end_time),
-                    lifecycle=Lifecycle(r.lifecycle),
-                    created_by=r.created_by,
-                    params=params[rid],
-                    tags=tags[rid],
-                    metrics=mets[rid],
-                    inputs=inputs[rid],
-                    deleted_at=ms_to_dt(r.deleted_at),
-                    created_at=ms_to_dt(r.created_at),
-                    updated_at=ms_to_dt(r.updated_at),
-                )
+                {
+                    "id": rid,
+                    "project": project,
+                    "experiment_id": r[2],
+                    "parent_run_id": r[3],
+                    "name": r[4],
+                    "status": r[5],
+                    "start_time": ms_to_dt(r[6]),
+                    "end_time": ms_to_dt(r[7]),
+                    "lifecycle": r[8],
+                    "created_by": r[9],
+                    "params": params[rid],
+                    "tags": tags[rid],
+                    "metrics": mets[rid],
+                    "inputs": inputs[rid],
+                    "deleted_at": ms_to_dt(r[10]),
+                    "created_at": ms_to_dt(r[11]),
+                    "updated_at": ms_to_dt(r[12]),
+                }
             )
-        return out
+        return _runs_adapter().validate_python(out)
 
     def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
         pid = self.projects.project_id(project)
@@ -529,7 +575,7 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             trows[key] = _check_value(key, tval, MAX_TAG, "tags")
 
         with self.db.write() as conn:
-            self._run_check(conn, pid, run_id)
+            self._run_check(conn, pid, run_id, lock=bool(mcols))
             if batch_id is not None and not self._claim_batch(conn, run_id, batch_id):
                 return False
             if prows:
