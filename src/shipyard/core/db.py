@@ -9,6 +9,7 @@ two processes log to one file at the same moment without either seeing "database
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ metadata = MetaData(
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION_LINE = re.compile(r'^(revision|down_revision)\s*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 _SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
@@ -185,15 +187,36 @@ class Database:
         return cfg
 
     def head_revision(self) -> str | None:
-        from alembic.script import ScriptDirectory
+        """The newest migration. Read from the version files' ``revision = ...`` lines: every
+        process that opens the store asks, and importing Alembic costs most of a second."""
+        revisions: set[str] = set()
+        parents: set[str] = set()
+        for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+            found = {m[1]: m[2] for m in _REVISION_LINE.finditer(path.read_text("utf-8"))}
+            if found.get("revision"):
+                revisions.add(found["revision"])
+            if found.get("down_revision"):
+                parents.add(found["down_revision"])
+        heads = revisions - parents
+        if len(heads) == 1:
+            return heads.pop()
+        from alembic.script import ScriptDirectory  # branches, or a shape the lines can't tell
 
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     def current_revision(self) -> str | None:
-        from alembic.runtime.migration import MigrationContext
-
+        """The store's migration (None for an empty store), read straight from Alembic's table."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            try:
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            except DBAPIError:  # no such table: nothing was ever migrated here
+                return None
+        if len(rows) > 1:
+            from alembic.runtime.migration import MigrationContext
+
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        return str(rows[0][0]) if rows else None
 
     def upgrade(self) -> None:
         from alembic import command

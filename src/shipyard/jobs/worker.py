@@ -44,7 +44,14 @@ LAUNCHER = "shipyard.jobs.launcher:run_job"
 # The launcher's own list names what a job's code reaches first: the in-process SDK, whose
 # backend builds the services (SQLAlchemy, every domain) — seconds to import in each task, and
 # nothing once the fork server has.
-PRELOAD = ("shipyard.jobs.launcher", "shipyard.server.context", "shipyard.sdk.fluent", "psutil")
+PRELOAD = (
+    "shipyard.jobs.launcher",
+    "shipyard.server.context",
+    "shipyard.sdk.fluent",
+    "sqlalchemy.dialects.sqlite",
+    "fsspec.implementations.local",
+    "psutil",
+)
 
 _READ_MAX = 1 << 20  # at most this much of a task's log per rank per tick
 _TASK_FIELDS = {f.name for f in dataclasses.fields(TaskSpec)}

@@ -380,7 +380,8 @@ class EndpointService(Supervisor):
 
     def close(self) -> None:
         self.shutdown(stop_processes=False)
-        self._http.close()
+        if self._http_client is not None:
+            self._http_client.close()
         with contextlib.suppress(Exception):  # what is complete goes now; the rest next time
             self.ship_captures()
 

@@ -103,12 +103,20 @@ class Supervisor:
         self.owner = f"{self.node[:32]}:{os.getpid()}:{new_id()}"
         self._slots: dict[str, _Slot] = collections.defaultdict(_Slot)
         self._slots_lock = threading.Lock()
-        self._http = httpx.Client(timeout=5.0, trust_env=False)
+        self._http_client: httpx.Client | None = None
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._workers: set[threading.Thread] = set()  # starts and restarts under way
         self._renewed_at = 0
         self._target_cache: dict[tuple[str, str], tuple[float, str, dict[str, str]]] = {}
+
+    @property
+    def _http(self) -> httpx.Client:
+        """Made on first use: every process that opens the store builds this service, and most
+        (a job's SDK, a CLI command) never call an endpoint."""
+        if self._http_client is None:
+            self._http_client = httpx.Client(timeout=5.0, trust_env=False)
+        return self._http_client
 
     # -- the supervisor's life ---------------------------------------------------------------
 
