@@ -27,32 +27,38 @@ def _launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker, "LAUNCHER", TARGET)
 
 
-def _fast_executor(services, slots: int = 2):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="session")
+def job_executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One executor for every jobs test: its fork server imports the launcher and the SDK a job
+    reaches (``jobs.worker.PRELOAD``) once per session, so each job starts in milliseconds."""
     from shipyard.core.executors import LocalExecutor
+    from shipyard.jobs.worker import PRELOAD
 
-    services.executor.shutdown()
-    services.executor = LocalExecutor(
-        services.settings.home / "tasks",
-        slots,
-        kill_grace_s=2.0,
-        preload=[TARGET.split(":")[0]],
-    )
-    return services
+    preload = list(PRELOAD) if HAVE_LAUNCHER else [TARGET.split(":")[0]]
+    ex = LocalExecutor(tmp_path_factory.mktemp("job-tasks"), 2, kill_grace_s=2.0, preload=preload)
+    yield ex
+    ex.shutdown()
 
 
 @pytest.fixture
 def settings(tmp_path, db_url):  # type: ignore[no-untyped-def]
-    # Each test its own home (job folders, task logs); the database is the session's, already
-    # migrated, and every test has its own project.
+    # Each test its own home (job folders); the database is the session's, already migrated,
+    # and every test has its own project.
     return make_settings(tmp_path / "home", db_url, job_lease_s=3.0)
 
 
 @pytest.fixture
-def services(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def services(settings, job_executor) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from shipyard.core.executors import LocalExecutor
     from shipyard.server.context import Services
 
-    s = _fast_executor(Services.from_settings(settings))
+    s = Services.from_settings(settings)
+    own, s.executor = s.executor, job_executor
     yield s
+    if s.job_worker is not None:
+        s.job_worker.stop()  # its tasks end; the shared executor stays for the next test
+    s.executor = own
+    assert isinstance(own, LocalExecutor)
     s.close()
 
 
