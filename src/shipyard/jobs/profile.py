@@ -171,6 +171,7 @@ class Profiler:
         self._lock = threading.Lock()
         # Per process (pid, create time): the last (cpu seconds, read bytes, write bytes) seen.
         self._last: dict[tuple[int, float], tuple[float, int, int]] = {}
+        self._procs: list[Any] = []
         self._cum_read = 0
         self._cpu_seconds = 0.0
         self._cum_write = 0
@@ -224,10 +225,13 @@ class Profiler:
             return []
 
     def _memory(self, root: Any) -> int:
+        """The tree's private memory, between full samples: over the processes the last
+        sample found (listing a tree scans every process on the machine; a new child is
+        counted from the next full sample on)."""
         import psutil
 
         total = 0
-        for p in self._tree(root):
+        for p in self._procs or [root]:
             with contextlib.suppress(psutil.Error):
                 total += _private_bytes(p.pid, p.memory_info().rss)
         return total
@@ -275,7 +279,8 @@ class Profiler:
         private = 0
         n = 0
         seen = set()
-        for p in self._tree(root):
+        self._procs = self._tree(root)
+        for p in self._procs:
             got = self._read_proc(p)
             if got is None:
                 continue
