@@ -210,6 +210,21 @@ def tree_memory(root_pid: int) -> dict[str, float]:
     return {"rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "processes": count}
 
 
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 # -- the load generator -------------------------------------------------------------------------
 
 _LUA = """\

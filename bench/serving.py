@@ -55,6 +55,7 @@ from _serving import (
     split_request,
     start_until_predicts,
     train_models,
+    tree_cpu_s,
     tree_memory,
     write_lua,
     wrk_path,
@@ -76,6 +77,7 @@ PEER_ENVS: dict[str, tuple[str, list[str]]] = {
 }
 ALL = [
     "fastapi",
+    "fastapi-sy",
     "shipyard",
     "shipyard-2w",
     "mlflow",
@@ -90,6 +92,7 @@ LABELS = {
     "shipyard": "Shipyard endpoint",
     "shipyard-2w": "Shipyard, 2 workers",
     "fastapi": "bare FastAPI (reference)",
+    "fastapi-sy": "bare FastAPI, Shipyard's env",
     "mlflow": "mlflow models serve",
     "bentoml": "BentoML, adaptive batching",
     "pytriton": "PyTriton, dynamic batching",
@@ -109,6 +112,8 @@ def env_dir(peer: str) -> Path:
 
 
 def env_bin(peer: str, exe: str = "python") -> str:
+    if peer == "fastapi-sy":
+        return str(Path(sys.executable).parent / exe)
     return str(env_dir(peer) / "bin" / exe)
 
 
@@ -167,7 +172,8 @@ def peer_setup(peer: str, m: BenchModel, work: Path) -> Setup:
     env = dict(PEER_ENV)
     cwd: Path | None = work
     one = {"x": [m.row]}
-    if peer == "fastapi":
+    if peer in ("fastapi", "fastapi-sy"):
+        # fastapi-sy: the same app in Shipyard's environment (the libraries Shipyard has).
         argv = [
             py,
             str(PEERS_DIR / "serve_fastapi.py"),
@@ -255,11 +261,16 @@ def under_load(
     out: dict[str, Any] = {}
     run_wrk(port, request.path, lua, 32, d.warmup_s)
     for c in (1, 32):
+        cpu0 = tree_cpu_s(root_pid)
         load = run_wrk(port, request.path, lua, c, d.measure_s)
         out[f"c{c}"] = asdict(load)
+        # What a request costs the server's whole tree in CPU: robust to a busy machine.
+        cpu = (tree_cpu_s(root_pid) - cpu0) * 1000 / max(load.requests, 1)
+        out[f"c{c}"]["server_cpu_ms_per_req"] = cpu
         log(
             f"  {name} c={c}: p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, "
-            f"{load.rps:,.0f} req/s, {load.errors} errors, load {load.loadavg}"
+            f"{load.rps:,.0f} req/s, {cpu:.2f} CPU ms/req, {load.errors} errors, "
+            f"load {load.loadavg}"
         )
     out["memory"] = tree_memory(root_pid)
     return out
@@ -456,6 +467,7 @@ COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], float | None], str]] = 
     ("c=32 p50 ms", "c32_p50", lambda r: r["c32"]["p50_ms"], "lower"),
     ("c=32 p99 ms", "c32_p99", lambda r: r["c32"]["p99_ms"], "lower"),
     ("c=32 req/s", "c32_rps", lambda r: r["c32"]["rps"], "higher"),
+    ("c=32 CPU ms/req", "c32_cpu", lambda r: r["c32"].get("server_cpu_ms_per_req"), "lower"),
     ("cold start s", "cold", lambda r: r.get("cold_start_s"), "lower"),
     ("RSS MB", "rss", lambda r: r["memory"]["rss_mb"], "lower"),
 ]
@@ -534,7 +546,7 @@ def model_table(key: str, m: BenchModel, results: dict[str, dict[str, Any]]) -> 
             rbody.append([LABELS[p], *cells])
         lines += grid(head, rbody)
     # Shipyard against the fastest peer of each column.
-    peers = [p for p in names if not p.startswith("shipyard") and vals[p]]
+    peers = [p for p in names if p in PEER_ENVS and vals[p]]
     for row in [p for p in names if p.startswith("shipyard") and vals[p]]:
         cells, who = [], []
         for _, ck, _, better in COLUMNS:
