@@ -50,12 +50,17 @@ def refuse(column: str) -> None:
     raise InvalidArgument.for_field(column, "expected double, got str 'x'")
 
 
-def sleep_and_mark(marker: str, seconds: float) -> dict:
-    Path(marker + ".tmp").write_text(str(os.getpid()))
-    os.replace(marker + ".tmp", marker)  # whole or absent: the test reads it at once
-    time.sleep(seconds)
-    Path(marker + ".done").write_text("finished")
-    return {"slept": seconds}
+def wait_for_gate(marker: str, gate: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gate} never appeared")
+        time.sleep(0.02)
+
+
+def loaded_modules(names: list[str]) -> dict:
+    return {"loaded": [n for n in names if n in sys.modules], "ppid": os.getppid()}
 
 
 def environment(names: list[str]) -> dict:
@@ -71,7 +76,9 @@ def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayExecutor]:
 
     from shipyard.core.ray_executor import RayExecutor
 
-    e = RayExecutor(tmp_path_factory.mktemp("ray-tasks"), num_cpus=2, kill_grace_s=2.0)
+    e = RayExecutor(
+        tmp_path_factory.mktemp("ray-tasks"), num_cpus=2, kill_grace_s=2.0, preload=["wave"]
+    )
     yield e
     e.shutdown()
     assert not ray.is_initialized()  # the Ray this executor started is stopped with it
@@ -182,32 +189,34 @@ def test_cancel_stops_a_running_task_and_its_children(ex: RayExecutor, tmp_path:
 def test_tasks_run_in_parallel_when_slots_allow_and_queue_otherwise(
     ex: RayExecutor, tmp_path: Path
 ) -> None:
-    def sleeper(name: str, seconds: float, cpus: int = 1) -> str:
+    def gated(name: str, gate: str, cpus: int = 1) -> str:
         return ex.submit(
             TaskSpec(
-                target=f"{HERE}:sleep_and_mark",
-                args={"marker": str(tmp_path / name), "seconds": seconds},
+                target=f"{HERE}:wait_for_gate",
+                args={"marker": str(tmp_path / name), "gate": str(tmp_path / gate)},
                 env=ENV,
                 cpus=cpus,
             )
         )
 
-    a, b = sleeper("a", 1.0), sleeper("b", 1.0)
+    # Two slots, one CPU each: each task waits for the other to have started, so both succeed
+    # only if they ran at the same time.
+    a, b = gated("a", "b"), gated("b", "a")
     sa, sb = ex.wait(a, 60), ex.wait(b, 60)
-    assert sa.state == sb.state == TaskState.SUCCEEDED
-    assert sa.started_at and sb.started_at and sa.finished_at and sb.finished_at
-    # Two slots, one CPU each: they overlapped.
-    assert sb.started_at < sa.finished_at and sa.started_at < sb.finished_at
+    assert sa.state == sb.state == TaskState.SUCCEEDED, (sa, sb)
 
     # A task holding both CPUs makes the next one wait, and a queued task can be cancelled.
-    big = sleeper("big", 1.0, cpus=2)
-    wait_for(lambda: ex.status(big).state == TaskState.RUNNING, what="the big task's start")
-    after, dropped = sleeper("after", 0.1), sleeper("dropped", 0.1)
-    time.sleep(0.3)
+    big = gated("big", "release", cpus=2)
+    wait_for((tmp_path / "big").exists, what="the big task's start")
+    after = gated("after", "big")
+    dropped = gated("dropped", "big")
+    time.sleep(0.5)
     assert ex.status(after).state == TaskState.QUEUED
+    assert not (tmp_path / "after").exists()
     assert ex.cancel(dropped).state == TaskState.CANCELLED
+    (tmp_path / "release").write_text("go")
     s_big, s_after = ex.wait(big, 60), ex.wait(after, 60)
-    assert s_after.state == TaskState.SUCCEEDED
+    assert s_big.state == s_after.state == TaskState.SUCCEEDED
     assert s_after.started_at and s_big.finished_at
     assert s_after.started_at >= s_big.finished_at - 0.2  # (clocks: node vs executor)
     assert not (tmp_path / "dropped").exists()  # the cancelled one never ran
@@ -248,7 +257,21 @@ def test_env_and_cwd_reach_the_task(ex: RayExecutor, tmp_path: Path) -> None:
     assert st.result["cwd"] == str(tmp_path)
 
 
-def test_resources_are_checked_and_reserved(ex: RayExecutor) -> None:
+def test_callables_start_from_a_fork_server_with_its_modules_loaded(ex: RayExecutor) -> None:
+    """A fork server per Ray worker imports ``preload`` once; a task forked from it has them
+    loaded (a module no task imports itself) and starts in milliseconds."""
+    spec = TaskSpec(target=f"{HERE}:loaded_modules", args={"names": ["wave"]}, env=ENV)
+    results = [ex.wait(ex.submit(spec), 60) for _ in range(3)]
+    assert all(r.state == TaskState.SUCCEEDED for r in results), results
+    assert all(r.result["loaded"] == ["wave"] for r in results)
+    assert len({r.result["ppid"] for r in results}) <= 2  # a Ray worker's server, reused
+    # A command gets a fresh interpreter: nothing preloaded.
+    code = "import sys; print('wave' in sys.modules)"
+    st = ex.wait(ex.submit(TaskSpec(command=[sys.executable, "-c", code])), 60)
+    assert ex.logs(st.id).strip() == "False"
+
+
+def test_resources_are_checked_and_reserved(ex: RayExecutor, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="cpus: the task needs 3 CPUs"):
         ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, cpus=3))
     with pytest.raises(InvalidArgument, match="gpus: the task needs 1 GPUs"):
@@ -261,6 +284,10 @@ def test_resources_are_checked_and_reserved(ex: RayExecutor) -> None:
         ex.submit(TaskSpec())
     with pytest.raises(NotFound):
         ex.cancel("nope")
+    from shipyard.core.ray_executor import RayExecutor
+
+    with pytest.raises(InvalidArgument, match="num_cpus"):
+        RayExecutor(tmp_path, address="auto", num_cpus=2)  # a cluster has its own
     with pytest.raises(NotFound):
         ex.logs("nope")
     # A memory reservation the node can hold: scheduled and run.

@@ -3,11 +3,17 @@
 A task becomes one Ray task that holds ``num_cpus=spec.cpus``, ``num_gpus=spec.gpus`` and
 ``memory=spec.memory_gb`` while it runs, and Ray's scheduler decides where and when it starts
 (until then the task is ``queued``). On its node, the Ray task runs exactly what
-``LocalExecutor`` runs: ``python -m shipyard.core.executors <task dir> <parent pid>`` in its own
-process group, in a scratch folder of that node, with the spec's ``env`` and ``cwd``. So a target
-callable, its JSON result, its error with type/message/traceback, a command's exit status, and
-the orphan guard (the runner ends its group when the Ray worker that started it dies) are the
-same on both executors; Shipyard must be installed on every node.
+``LocalExecutor`` runs: the runner of ``shipyard.core.executors`` in its own process group, in a
+scratch folder of that node, with the spec's ``env`` and ``cwd``. So a target callable, its JSON
+result, its error with type/message/traceback, a command's exit status, and the orphan guard
+(the runner ends its group when the process that started it dies) are the same on both
+executors; Shipyard must be installed on every node.
+
+As on ``LocalExecutor``, a callable is started by a fork server (one per Ray worker process,
+started on its first callable task with the ``preload`` modules imported, ended with the
+worker), so it starts in milliseconds instead of an interpreter's start and imports; a command,
+or a task that needs a GPU (CUDA and fork do not mix), gets a fresh ``python -m
+shipyard.core.executors <task dir> <parent pid>``.
 
 Logs, on one machine or on a cluster with no shared file system: the node's task tails its log
 file and pushes each new chunk, every ``_POLL_S``, to a small actor owned by the executor (the
@@ -43,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +63,7 @@ from shipyard.core.executors import (
     TaskState,
     TaskStatus,
     _exit_message,
+    _ForkServer,
     _read_result,
 )
 from shipyard.core.ids import new_id
@@ -133,7 +141,36 @@ class _LogSink:
         return events
 
 
-def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> int:
+_node_lock = threading.Lock()
+# This Ray worker's fork servers, by preload list (two executors with different lists may share
+# the worker; the older server goes when a third list comes).
+_node_servers: dict[tuple[str, ...], _ForkServer] = {}
+
+
+def _node_fork_server(preload: list[str]) -> _ForkServer | None:
+    """This Ray worker's fork server (started on its first callable task, kept while the worker
+    lives, ended with it): a task then starts in milliseconds instead of an interpreter's start
+    and imports, as on ``LocalExecutor``."""
+    key = tuple(preload)
+    with _node_lock:
+        server = _node_servers.get(key)
+        if server is not None and server.alive:
+            return server
+        _node_servers.pop(key, None)
+        if server is not None:
+            server.close()
+        while len(_node_servers) >= 2:
+            _node_servers.pop(next(iter(_node_servers))).close()
+        log = Path(tempfile.gettempdir()) / f"shipyard-fork-server-{os.getpid()}.log"
+        try:
+            server = _ForkServer(sys.executable, list(preload), log)
+        except OSError:
+            return None
+        _node_servers[key] = server
+        return server
+
+
+def _terminate_group(proc: Any, grace_s: float) -> int:
     """SIGTERM to the runner's process group, SIGKILL after the grace period; its exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -154,6 +191,9 @@ def _run_on_node(
     cwd: str | None,
     timeout_s: float | None,
     kill_grace_s: float,
+    is_target: bool,
+    fork_server: bool,
+    preload: list[str],
 ) -> dict[str, Any]:
     """The body of the Ray task: run the runner in a scratch folder, ship its log, report."""
     sink.push.remote(task_id, "started", {"at": time.time(), "node": socket.gethostname()})
@@ -163,17 +203,37 @@ def _run_on_node(
         full_env = {**os.environ, **env, "SHIPYARD_TASK_ID": task_id}
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, full_env.get("PYTHONPATH")) if p)
         log_path = tdir / "task.log"
+        log_path.touch()  # read from the start, whoever opens it to write
+        proc: Any = None
+        server = _node_fork_server(preload) if fork_server and is_target else None
         try:
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "shipyard.core.executors", str(tdir), str(os.getpid())],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=cwd,
-                    env=full_env,
-                    start_new_session=True,
-                )
+            if server is not None:
+                try:
+                    proc = server.spawn(task_id, tdir, log_path, cwd, full_env)
+                except OSError:  # the fork server died: start a process instead
+                    pass
+                except BaseException:
+                    # Interrupted (a cancel) before the child was known: end the fork server,
+                    # which ends its children, all this task's (a Ray worker runs one task).
+                    server.close()
+                    raise
+            if proc is None:
+                with open(log_path, "ab") as log:
+                    proc = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "shipyard.core.executors",
+                            str(tdir),
+                            str(os.getpid()),
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=cwd,
+                        env=full_env,
+                        start_new_session=True,
+                    )
         except OSError as exc:
             return {
                 "start_error": {"type": type(exc).__name__, "message": f"could not start: {exc}"}
@@ -186,7 +246,9 @@ def _run_on_node(
             while chunk := reader.read(_CHUNK):
                 last = sink.push.remote(task_id, "log", chunk)
             if wait and last is not None:
-                ray.get(last)
+                # The sink gone (its node died): the log's end is lost, not the task's result.
+                with contextlib.suppress(Exception):
+                    ray.get(last, timeout=30)
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         timed_out = False
@@ -205,10 +267,15 @@ def _run_on_node(
                         break
             except BaseException:
                 # ray.cancel interrupts the task (KeyboardInterrupt): stop the runner, keep
-                # its log.
-                _terminate_group(proc, kill_grace_s)
-                with contextlib.suppress(Exception):
-                    ship(wait=True)
+                # its log. The Ray worker lives on, so the runner must not outlive this.
+                try:
+                    _terminate_group(proc, kill_grace_s)
+                except BaseException:  # interrupted again: no more grace
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    raise
+                ship(wait=True)
                 raise
             ship(wait=True)
         finally:
@@ -249,6 +316,8 @@ class RayExecutor:
         *,
         num_cpus: int | None = None,
         kill_grace_s: float = 5.0,
+        fork_server: bool = hasattr(os, "fork"),
+        preload: Sequence[str] = (),
     ) -> None:
         if num_cpus is not None and address not in (None, "local"):
             raise InvalidArgument.for_field(
@@ -260,6 +329,8 @@ class RayExecutor:
         self.root.mkdir(parents=True, exist_ok=True)
         self.address = address
         self.kill_grace_s = kill_grace_s
+        self.fork_server = fork_server
+        self.preload = list(preload)
         try:
             _connect(address, num_cpus)
         except ShipyardError:
@@ -274,12 +345,18 @@ class RayExecutor:
         self._closed = False
         self._resources: tuple[float, dict[str, float]] = (0.0, {})
         self._remote_run: Any = ray.remote(_run_on_node)
-        self._sink: Any = (
-            ray.remote(_LogSink).options(num_cpus=0, max_restarts=0, max_concurrency=1).remote()
-        )
+        try:
+            self._sink: Any = self._new_sink()
+        except Exception:
+            _disconnect()
+            raise
         self._wake = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="ray-executor", daemon=True)
         self._follower.start()
+
+    @staticmethod
+    def _new_sink() -> Any:
+        return ray.remote(_LogSink).options(num_cpus=0, max_restarts=0, max_concurrency=1).remote()
 
     # -- capacity
 
@@ -345,6 +422,10 @@ class RayExecutor:
                 spec.cwd,
                 spec.timeout_s,
                 self.kill_grace_s,
+                spec.target is not None,
+                # CUDA and fork do not mix: a GPU task gets a fresh interpreter.
+                self.fork_server and not spec.gpus,
+                self.preload,
             )
         self._wake.set()
         return task_id
@@ -364,10 +445,13 @@ class RayExecutor:
             t = self._get(task_id)
             if t.status.state.final:
                 return TaskStatus(**t.status.__dict__)
+            first = not t.cancel_requested
             t.cancel_requested = True
         # Queued: Ray drops it. Running: the node's task stops the runner (SIGTERM, then SIGKILL).
-        with contextlib.suppress(Exception):
-            ray.cancel(t.ref, force=False)
+        # Asked once: a second interrupt would cut the runner's grace period short.
+        if first:
+            with contextlib.suppress(Exception):
+                ray.cancel(t.ref, force=False)
         if not t.done.wait(self.kill_grace_s + 5):
             with contextlib.suppress(Exception):
                 ray.cancel(t.ref, force=True)
@@ -432,16 +516,29 @@ class RayExecutor:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=_POLL_S)
                 if ready:
                     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                # Drained after the wait: a finished task's last chunk is in the sink by now.
-                self._apply(ray.get(self._sink.drain.remote()))
-                for ref in ready:
-                    self._finish(running[ref], ref)
-            except Exception as exc:  # the cluster went away: fail what it was running
-                if ray is None or not ray.is_initialized():
+            except Exception as exc:
+                if not ray.is_initialized():  # the connection is gone: so are the tasks
                     for t in running.values():
                         self._end(t, error={"type": type(exc).__name__, "message": str(exc)})
                     return
                 time.sleep(_POLL_S)
+                continue
+            # Drained after the wait: a finished task's last chunk is in the sink by now.
+            self._apply(self._drain())
+            for ref in ready:
+                self._finish(running[ref], ref)
+
+    def _drain(self) -> list[tuple[str, str, Any]]:
+        try:
+            events: list[tuple[str, str, Any]] = ray.get(self._sink.drain.remote(), timeout=30)
+            return events
+        except ray.exceptions.RayActorError:
+            # The sink's node died: a new sink for the tasks submitted from now on (those
+            # running keep their results; the rest of their logs is lost).
+            self._sink = self._new_sink()
+        except Exception:  # a slow or failed call: the chunks wait in the sink for the next
+            pass
+        return []
 
     def _apply(self, events: list[tuple[str, str, Any]]) -> None:
         for task_id, kind, payload in events:
