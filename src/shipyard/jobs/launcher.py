@@ -786,9 +786,10 @@ class _Launch:
             problems.append(f"flushing the script's metrics failed: {exc}")
         extra: dict[str, Any] = {}
         findings: list[dict[str, Any]] = []
-        flavor = ensure_manifest(self.model_dir) if any(self.model_dir.iterdir()) else None
+        done = status == "completed"
+        flavor = ensure_manifest(self.model_dir) if done and any(self.model_dir.iterdir()) else None
         try:
-            if status == "completed":
+            if done:
                 extra["model"] = self.upload(self.model_dir, "model")
             else:
                 # What a failed or stopped attempt left in model/ is not a model: it stays on
@@ -799,7 +800,7 @@ class _Launch:
             extra["output"] = self.upload(self.output_dir, "output")
         except Exception as exc:
             problems.append(f"uploading model/ and output/ failed: {exc}")
-        if status == "completed" and extra.get("model", {}).get("files") and flavor is None:
+        if done and extra.get("model", {}).get("files") and flavor is None:
             findings.append(
                 finding(
                     "model_not_registrable",
@@ -921,6 +922,10 @@ def run_job(
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
+        if on_main:
+            # A stop that comes now waits for the report and the uploads: the executor kills
+            # the process anyway once its grace period is over.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         result = launch.finish(status, error)
     finally:
         for sig, handler in saved.items():
