@@ -18,6 +18,7 @@ SPACE = {
 
 
 def quadratic(params: dict, trial: tuning.Trial) -> float:
+    trial.log_metric("n_squared", params["n"] ** 2)
     return (params["x"] - 1.0) ** 2 + params["n"] + (0.5 if params["kind"] == "b" else 0.0)
 
 
@@ -39,6 +40,7 @@ def test_tune_records_every_trial_as_a_run_and_reports_the_best(sy) -> None:  # 
         "kind": best.params["kind"],
     }
     assert run.metrics["objective"].value == pytest.approx(best.value)
+    assert run.metrics["n_squared"].value == best.params["n"] ** 2
     assert run.tags["shipyard.tuning_job_id"] == tj.id
     runs = sy.get_client().search_runs(
         ["tuning"], f"tags.`shipyard.tuning_job_id` = '{tj.id}'", include_count=True

@@ -50,11 +50,15 @@ def test_create_report_list_get_and_stop(api: Any) -> None:
             "intermediate_values": {"0": 3.0},
         }
     )
+    r = api.post(f"/tuning-jobs/{first['id']}/trials", json={"trials": trials[:2]})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "running" and r.json()["trials_count"]["total"] == 2
+    # A batch sent again (a retry) is recorded once; the last one ends the job.
     r = api.post(
         f"/tuning-jobs/{first['id']}/trials", json={"trials": trials, "status": "completed"}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "completed"
+    assert r.json()["status"] == "completed" and r.json()["trials_count"]["total"] == 3
     got = api.get(f"/tuning-jobs/{first['id']}").json()
     assert [t["state"] for t in got["trials"]] == ["completed", "completed", "pruned"]
     assert got["trials"][0]["intermediate_values"] == {"0": 1.5, "1": 0.5}
@@ -71,8 +75,9 @@ def test_create_report_list_get_and_stop(api: Any) -> None:
     assert (
         api.get(f"/tuning-jobs/{first['id']}", params={"trials": "false"}).json()["trials"] is None
     )
-    # The same numbers again are refused; a finished job takes no more trials.
-    again = api.post(f"/tuning-jobs/{first['id']}/trials", json={"trials": trials[:1]})
+    # A finished job takes no more trials.
+    more = {**trials[0], "number": 7}
+    again = api.post(f"/tuning-jobs/{first['id']}/trials", json={"trials": [more]})
     assert again.status_code == 409
 
     second = api.post("/tuning-jobs", json={**FUNCTION_JOB, "name": "second"}).json()

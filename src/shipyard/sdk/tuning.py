@@ -386,6 +386,7 @@ class Trial:
         self.number = number
         self.params = params
         self.intermediate_values: dict[int, float] = {}
+        self.metrics: list[tuple[str, float | None, int]] = []
 
     def __repr__(self) -> str:
         return f"<Trial {self.number} {self.params}>"
@@ -404,6 +405,20 @@ class Trial:
 
     def should_prune(self) -> bool:
         return self._search.should_prune(self.number)
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        """Log another metric in the trial's run (its objective is logged already)."""
+        if not isinstance(key, str) or not 0 < len(key) <= 250:
+            raise InvalidArgument.for_field("key", f"expected a metric name, got {key!r}")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise InvalidArgument.for_field("step", f"expected an integer, got {step!r}")
+        try:
+            v: float | None = float(value)
+        except (TypeError, ValueError):
+            raise InvalidArgument.for_field(
+                f"metrics.{key}", f"expected a number, got {value!r}"
+            ) from None
+        self.metrics.append((key, None if v is None or math.isnan(v) else v, step))
 
 
 def _is_pruned(exc: BaseException) -> bool:
@@ -444,6 +459,9 @@ def tune(
     """Tune a Python function here: ``objective_fn(params, trial) -> float`` is called once per
     trial with the sampled ``params``. Returns the finished tuning job (``.best``).
 
+    Each trial is a run: its params, the objective (``metric``; the values given to
+    ``trial.report`` are its history) and what ``trial.log_metric`` logged. Inside the objective
+    there is no active run (``sy.log_metric`` would start one of its own): log through ``trial``.
     A trial that raises ``sy.tuning.TrialPruned`` (or Optuna's) is pruned. One that raises
     anything else is failed, and the error ends the tuning job (re-raised) unless ``catch``.
     Trials are reported in batches of ``report_every`` or every ``report_every_s`` seconds; a
@@ -551,6 +569,7 @@ def _record(
         state=state,
         value=value,
         intermediate_values=trial.intermediate_values,
+        metrics=trial.metrics,
         run_id=None,
         error=error,
         started_at=_dt(start),

@@ -178,6 +178,8 @@ class HttpTuningCalls:
                 "POST",
                 f"{self._t(project, tuning_job_id)}/trials",
                 json=body.model_dump(mode="json", exclude_none=True),
+                # Safe to send again: trials already recorded are skipped.
+                idempotent=True,
             )
         )
 

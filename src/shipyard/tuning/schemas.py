@@ -151,6 +151,8 @@ class TrialRecord(Model):
     state: TrialState
     value: float | None = None
     intermediate_values: dict[int, float] = Field(default_factory=dict)
+    # Other metrics the objective logged (``trial.log_metric``): [key, value, step].
+    metrics: list[tuple[Key, float | None, int]] = Field(default_factory=list, max_length=100_000)
     run_id: str | None = None
     error: str | None = Field(default=None, max_length=8000)
     started_at: datetime | None = None

@@ -415,15 +415,27 @@ class TuningService:
         transaction), and end the job when ``body.status`` says so. Returns the job without its
         trials: its ``status`` tells the SDK whether someone stopped it meanwhile."""
         pid = self.projects.project_id(project)
+        numbers = [t.number for t in body.trials]
         with self.db.read() as conn:
             row = self._row(conn, pid, tuning_job_id)
+            # A batch sent again (a retry after a lost answer) is recorded once.
+            known = set(
+                conn.execute(
+                    select(tuning_trials.c.number).where(
+                        tuning_trials.c.tuning_job_id == tuning_job_id,
+                        tuning_trials.c.number.in_(numbers),
+                    )
+                ).scalars()
+            )
         if row.kind != TuningJobKind.function.value:
             raise InvalidArgument.for_field(
                 "tuning_job_id", "trials are reported only for a function tuning job"
             )
+        if len(set(numbers)) != len(numbers):
+            raise InvalidArgument.for_field("trials", "a trial number is given twice")
         # A job stopped from elsewhere still takes the trials that ran before the SDK saw it.
         ended = TuningJobStatus(row.status) in (TuningJobStatus.completed, TuningJobStatus.failed)
-        if ended and body.trials:
+        if ended and set(numbers) - known:
             raise Conflict(
                 f"tuning job {tuning_job_id} is {row.status}; it takes no more trials",
                 {"status": row.status},
@@ -432,6 +444,8 @@ class TuningService:
         records, trials = [], []
         now = now_ms()
         for i, t in enumerate(body.trials):
+            if t.number in known:
+                continue
             if t.state == TrialState.running:
                 raise InvalidArgument.for_field(f"trials[{i}].state", "expected a final state")
             if t.value is not None and not math.isfinite(t.value):
@@ -444,6 +458,7 @@ class TuningService:
             if t.value is not None and t.state == TrialState.completed:
                 last = max(t.intermediate_values, default=-1)
                 points.append((metric, t.value, last + 1, end))
+            points.extend((k, v, step, end) for k, v, step in t.metrics)
             if t.run_id is None:
                 records.append(
                     RunRecord(
@@ -485,7 +500,7 @@ class TuningService:
             if values:
                 try:
                     conn.execute(tuning_trials.insert(), values)
-                except IntegrityError:
+                except IntegrityError:  # the same batch, sent twice at the same moment
                     raise Conflict(
                         "a trial with one of these numbers was already reported",
                         {"field": "trials"},
