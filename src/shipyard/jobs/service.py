@@ -1,26 +1,22 @@
 """Training jobs: the queue in the metadata store, and what the API and the workers do with it.
 
-The only module that queries the jobs tables. ``submit`` records a job ``queued`` (with its run,
-so the job has somewhere to log from its first line) and wakes this process's worker; a worker
-(``jobs.worker``) claims it with a lease, runs its attempts and records how each ended through
-the ``claim``/``heartbeat``/``finish_attempt`` calls below. ``stop`` is a request written on the
+The only module (with ``jobs.queue``, mixed in) that queries the jobs tables. ``submit`` records
+a job ``queued`` (with its run, so the job has somewhere to log from its first line) and wakes
+this process's worker; a worker (``jobs.worker``) claims it with a lease, runs its attempts and
+records how each ended through the queue's ``claim``/``heartbeat``/``finish_attempt``. ``stop`` is a request written on the
 job, so it reaches the worker wherever it runs. ``reap`` settles jobs whose worker stopped
 heartbeating: retried while attempts remain, else failed, never left running.
 """
 
 from __future__ import annotations
 
-import builtins
-import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipyard.core.db import Database
@@ -29,8 +25,17 @@ from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
 from shipyard.core.schemas import validate
 from shipyard.core.timeutil import ms_to_dt, now_ms
+from shipyard.jobs.queue import (
+    LOST_WORKER,
+    ClaimedJob,
+    Heartbeat,
+    Q,
+    QueueMixin,
+    R,
+    S,
+    _insert_line,
+)
 from shipyard.jobs.schemas import (
-    FINAL_STATUSES,
     Job,
     JobCreate,
     JobLogChunk,
@@ -40,46 +45,15 @@ from shipyard.jobs.schemas import (
 )
 from shipyard.jobs.tables import job_logs, jobs
 from shipyard.projects.service import ProjectService
-from shipyard.tracking.schemas import ExperimentCreate, MetricRow, RunCreate, RunStatus, RunUpdate
+from shipyard.tracking.schemas import ExperimentCreate, RunCreate
 from shipyard.tracking.service import TrackingService
 
 log = logging.getLogger("shipyard.jobs")
 
-Q, S, R = JobStatus.queued.value, JobStatus.starting.value, JobStatus.running.value
-_FINAL = [s.value for s in FINAL_STATUSES]
-_RUN_STATUS = {
-    JobStatus.completed: RunStatus.FINISHED,
-    JobStatus.failed: RunStatus.FAILED,
-    JobStatus.stopped: RunStatus.KILLED,
-}
-LOST_WORKER = "the worker running it stopped heartbeating"
-# One log chunk holds at most this much text; a larger read is split.
-MAX_CHUNK = 64 * 1024
+__all__ = ["LOST_WORKER", "ClaimedJob", "Heartbeat", "JobService"]
 
 
-@dataclass
-class ClaimedJob:
-    """What a worker needs to run one attempt of a job it holds the lease of."""
-
-    id: str
-    project: str
-    name: str
-    spec: JobCreate
-    run_id: str
-    attempt: int
-    max_attempts: int
-    runtime_ms: int
-    slots: int
-
-
-@dataclass
-class Heartbeat:
-    held: bool  # False: the lease is no longer ours (reaped); stop running the job
-    stop_requested: bool
-    stop_reason: str | None
-
-
-class JobService:
+class JobService(QueueMixin):
     def __init__(
         self,
         db: Database,
@@ -339,364 +313,6 @@ class JobService:
         if row.status in (S, R) and row.attempt_started_at:
             ms += max(0, now_ms() - int(row.attempt_started_at))
         return ms
-
-    # -- for workers ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _fits(free_slots: int, total_slots: int | None) -> Any:
-        # A job larger than the whole executor is claimed too, to be failed with the reason:
-        # left queued, it would wait forever.
-        if total_slots is None:
-            return jobs.c.slots <= free_slots
-        return (jobs.c.slots <= free_slots) | (jobs.c.slots > total_slots)
-
-    def has_queued(self, free_slots: int, total_slots: int | None = None) -> bool:
-        """A cheap read before the write that claims: is there a job this worker could take?"""
-        with self.db.read() as conn:
-            return (
-                conn.execute(
-                    select(jobs.c.id)
-                    .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
-                    .limit(1)
-                ).first()
-                is not None
-            )
-
-    def claim(
-        self,
-        owner: str,
-        free_slots: int,
-        lease_ms: int | None = None,
-        total_slots: int | None = None,
-    ) -> ClaimedJob | None:
-        """Take the oldest queued job that fits in ``free_slots`` (or can never fit in
-        ``total_slots``, to be failed): ``starting``, its lease ours,
-        its attempt counted. Two workers never take the same job (PostgreSQL skips rows another
-        transaction has locked; SQLite's write transaction holds the whole database)."""
-        now = now_ms()
-        lease = lease_ms if lease_ms is not None else self.lease_ms
-        with self.db.write() as conn:
-            row = conn.execute(
-                select(jobs)
-                .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
-                .order_by(jobs.c.created_at, jobs.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == row.id)
-                .values(
-                    status=S,
-                    attempt=row.attempt + 1,
-                    lease_owner=owner,
-                    lease_expires_at=now + lease,
-                    attempt_started_at=now,
-                    started_at=row.started_at or now,
-                    updated_at=now,
-                )
-            )
-        return ClaimedJob(
-            id=row.id,
-            project=self.projects.project_name(row.project_id),
-            name=row.name,
-            spec=JobCreate.model_validate_json(row.spec),
-            run_id=row.run_id,
-            attempt=row.attempt + 1,
-            max_attempts=row.max_attempts,
-            runtime_ms=int(row.runtime_ms or 0),
-            slots=row.slots,
-        )
-
-    def mark_running(self, job_id: str, owner: str) -> None:
-        now = now_ms()
-        with self.db.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == S)
-                .values(status=R, updated_at=now)
-            )
-
-    def heartbeat(
-        self, owner: str, job_ids: Sequence[str], lease_ms: int | None = None
-    ) -> dict[str, Heartbeat]:
-        """Renew the leases this worker holds; say for each job whether it is still ours and
-        whether a stop was asked for."""
-        if not job_ids:
-            return {}
-        now = now_ms()
-        lease = lease_ms if lease_ms is not None else self.lease_ms
-        with self.db.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id.in_(list(job_ids)),
-                    jobs.c.lease_owner == owner,
-                    jobs.c.status.in_([S, R]),
-                )
-                .values(lease_expires_at=now + lease)
-            )
-            rows = conn.execute(
-                select(
-                    jobs.c.id,
-                    jobs.c.lease_owner,
-                    jobs.c.status,
-                    jobs.c.stop_requested,
-                    jobs.c.stop_reason,
-                ).where(jobs.c.id.in_(list(job_ids)))
-            ).all()
-        found = {r.id: r for r in rows}
-        out = {}
-        for jid in job_ids:
-            r = found.get(jid)
-            held = r is not None and r.lease_owner == owner and r.status in (S, R)
-            out[jid] = Heartbeat(
-                held=held,
-                stop_requested=bool(r.stop_requested) if r is not None else True,
-                stop_reason=r.stop_reason if r is not None else None,
-            )
-        return out
-
-    def stop_requests(self, job_ids: Sequence[str]) -> dict[str, str | None]:
-        """The jobs among ``job_ids`` that were asked to stop (or deleted), with the reason."""
-        if not job_ids:
-            return {}
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.stop_requested, jobs.c.stop_reason).where(
-                    jobs.c.id.in_(list(job_ids))
-                )
-            ).all()
-        found = {r.id: r for r in rows}
-        return {
-            jid: (found[jid].stop_reason if jid in found else "the job was deleted")
-            for jid in job_ids
-            if jid not in found or found[jid].stop_requested
-        }
-
-    def append_logs(self, job_id: str, entries: Sequence[tuple[int, int | None, str]]) -> None:
-        """Append ``(attempt, rank, text)`` chunks to the job's log, numbered in order."""
-        if not entries:
-            return
-        now = now_ms()
-        for tries in range(3):
-            try:
-                with self.db.write() as conn:
-                    last = conn.execute(
-                        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
-                    ).scalar_one()
-                    seq = int(last or 0)
-                    rows = []
-                    for attempt, rank, text in entries:
-                        for i in range(0, len(text), MAX_CHUNK):
-                            seq += 1
-                            rows.append(
-                                {
-                                    "job_id": job_id,
-                                    "seq": seq,
-                                    "attempt": attempt,
-                                    "rank": rank,
-                                    "data": text[i : i + MAX_CHUNK],
-                                    "created_at": now,
-                                }
-                            )
-                    conn.execute(job_logs.insert(), rows)
-                return
-            except IntegrityError:
-                # Another writer (a stop, the reaper) numbered a line at the same moment.
-                if tries == 2:
-                    raise
-
-    def _system_line(self, job_id: str, attempt: int, text: str) -> None:
-        with contextlib.suppress(IntegrityError):  # the job was deleted meanwhile
-            self.append_logs(job_id, [(attempt, None, f"shipyard: {text}\n")])
-
-    def log_metrics(self, project: str, run_id: str, rows: Sequence[MetricRow]) -> None:
-        if rows:
-            self.tracking.log_batch(project, run_id, metrics_=rows)
-
-    def read_report(self, project: str, run_id: str) -> dict[str, Any] | None:
-        """The ``report.json`` artifact the launcher left on the run, if any."""
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = self.tracking.download_artifacts(project, run_id, "report.json", tmp)
-                data = orjson.loads(path.read_bytes())
-        except (NotFound, OSError, orjson.JSONDecodeError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def finish_attempt(
-        self,
-        job_id: str,
-        owner: str,
-        *,
-        status: JobStatus,
-        retry: bool = False,
-        failure_reason: str | None = None,
-        report: dict[str, Any] | None = None,
-        model_artifact_path: str | None = None,
-    ) -> JobStatus | None:
-        """Record how an attempt ended: a final ``status``, or (``retry``) back to the queue for
-        the next attempt. Returns the status written, or None when the lease was no longer ours
-        (the job was reaped; what the reaper wrote stands)."""
-        new = JobStatus.queued if retry else status
-        row = self._held(job_id, owner)
-        if row is None:
-            return None
-        if new.final:
-            # The run first: whoever sees the job final finds its run ended too.
-            self._end_run(self.projects.project_name(row.project_id), row.run_id, new)
-        now = now_ms()
-        values: dict[str, Any] = {
-            "status": new.value,
-            "failure_reason": failure_reason,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "runtime_ms": int(row.runtime_ms or 0)
-            + max(0, now - int(row.attempt_started_at or now)),
-            "attempt_started_at": None,
-            "updated_at": now,
-        }
-        if report is not None:
-            values["report"] = orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        if model_artifact_path is not None:
-            values["model_artifact_path"] = model_artifact_path
-        if new.final:
-            values["ended_at"] = now
-        with self.db.write() as conn:
-            n = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status.in_([S, R]))
-                .values(**values)
-            ).rowcount
-        return new if n else None
-
-    def _held(self, job_id: str, owner: str) -> Any:
-        """The job's row if ``owner`` holds its lease, else None."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                select(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
-            ).first()
-        return row if row is not None and row.status in (S, R) else None
-
-    def requeue(self, job_id: str, owner: str, note: str | None = None) -> bool:
-        """Give a job back to the queue without counting the attempt (this worker is shutting
-        down). A stop asked for meanwhile makes it ``stopped`` instead."""
-        row = self._held(job_id, owner)
-        if row is None:
-            return False
-        stopped = bool(row.stop_requested)
-        if stopped:
-            self._end_run(self.projects.project_name(row.project_id), row.run_id, JobStatus.stopped)
-        now = now_ms()
-        values: dict[str, Any] = {
-            "status": Q,
-            "attempt": max(0, row.attempt - 1),
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "attempt_started_at": None,
-            "runtime_ms": int(row.runtime_ms or 0)
-            + max(0, now - int(row.attempt_started_at or now)),
-            "updated_at": now,
-        }
-        if stopped:
-            values.update(status=JobStatus.stopped.value, attempt=row.attempt, ended_at=now)
-        with self.db.write() as conn:
-            n = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status.in_([S, R]))
-                .values(**values)
-            ).rowcount
-            if n and note:
-                _insert_line(conn, job_id, row.attempt, note)
-        return bool(n)
-
-    def reap(self) -> builtins.list[str]:
-        """Settle every job whose lease ran out (its worker died): retried while attempts remain,
-        else failed (stopped, if a stop was asked for). Returns the ids settled."""
-        now = now_ms()
-        with self.db.read() as conn:
-            expired = conn.execute(
-                select(jobs)
-                .where(jobs.c.status.in_([S, R]), jobs.c.lease_expires_at < now)
-                .order_by(jobs.c.created_at)
-                .limit(1000)
-            ).all()
-        return [row.id for row in expired if self._reap_one(row, now) is not None]
-
-    def _reap_one(self, row: Any, now: int) -> JobStatus | None:
-        if row.stop_requested:
-            new, reason = JobStatus.stopped, None
-        elif row.attempt < row.max_attempts:
-            new, reason = JobStatus.queued, f"attempt {row.attempt}: {LOST_WORKER}"
-        else:
-            new, reason = JobStatus.failed, LOST_WORKER
-        if new.final:
-            self._end_run(self.projects.project_name(row.project_id), row.run_id, new)
-        # What the lost attempt ran: until its last heartbeat.
-        last_beat = int(row.lease_expires_at) - self.lease_ms
-        ran = max(0, last_beat - int(row.attempt_started_at)) if row.attempt_started_at else 0
-        values: dict[str, Any] = {
-            "status": new.value,
-            "failure_reason": reason,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "attempt_started_at": None,
-            "runtime_ms": int(row.runtime_ms or 0) + ran,
-            "updated_at": now,
-        }
-        if new.final:
-            values["ended_at"] = now
-        then = "retrying" if new == JobStatus.queued else f"job {new.value}"
-        with self.db.write() as conn:
-            n = conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == row.id,
-                    jobs.c.status.in_([S, R]),
-                    jobs.c.lease_owner == row.lease_owner,
-                    jobs.c.lease_expires_at < now,
-                )
-                .values(**values)
-            ).rowcount
-            if n:
-                _insert_line(
-                    conn, row.id, row.attempt, f"attempt {row.attempt} lost: {LOST_WORKER}; {then}"
-                )
-        return new if n else None
-
-    def note(self, job_id: str, attempt: int, text: str) -> None:
-        """Write one line of Shipyard's own into the job's log."""
-        self._system_line(job_id, attempt, text)
-
-    def _end_run(self, project: str, run_id: str | None, status: JobStatus) -> None:
-        if not run_id:
-            return
-        # A deleted run is no reason to fail: the job's own status is what matters.
-        with contextlib.suppress(NotFound):
-            self.tracking.update_run(
-                project, run_id, RunUpdate(status=_RUN_STATUS[status], end_time=ms_to_dt(now_ms()))
-            )
-
-
-def _insert_line(conn: Connection, job_id: str, attempt: int, text: str) -> None:
-    """One line of Shipyard's own in the job's log, inside the caller's transaction (so the line
-    is there by the time anyone sees the change it tells of)."""
-    last = conn.execute(
-        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
-    ).scalar_one()
-    conn.execute(
-        job_logs.insert().values(
-            job_id=job_id,
-            seq=int(last or 0) + 1,
-            attempt=attempt,
-            rank=None,
-            data=f"shipyard: {text}\n",
-            created_at=now_ms(),
-        )
-    )
 
 
 def _param(v: object) -> str:
