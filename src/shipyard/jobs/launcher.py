@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.core.errors import InvalidArgument
+from shipyard.jobs.algorithms import ALGORITHMS  # names only: the module imports no library
 
 # Metrics from the profiler (and built-in algorithms) are sent in batches this often.
 METRICS_FLUSH_S = 5.0
@@ -65,7 +66,6 @@ PRELOAD = (
     "psutil",
 )
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ALGORITHMS = ("xgboost", "lightgbm", "linear", "random-forest", "kmeans")
 
 
 class UserCodeFailed(Exception):
