@@ -157,3 +157,16 @@ def test_stopping_a_function_job_ends_its_loop_at_the_next_report(sy) -> None:  
     assert len(seen) < 50
     with pytest.raises(NotFound, match="'model' not found"):
         tj.register_best("never")  # these trials logged no model
+
+
+def test_a_long_objective_keeps_its_job_alive_with_heartbeats(sy, services) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    services.tuning.lease_ms = 400
+
+    def slow(p: dict, t: tuning.Trial) -> float:
+        time.sleep(1.0)  # longer than the lease: only the heartbeat keeps the job running
+        return p["x"]
+
+    tj = tuning.tune(slow, space={"x": tuning.uniform(0, 1)}, max_trials=2, heartbeat_s=0.1)
+    assert tj.status.value == "completed" and len(tj.trials) == 2

@@ -3,6 +3,7 @@ trials, report trials, stop, and errors that name the field."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -128,3 +129,13 @@ def test_unknown_ids_are_404(api: Any) -> None:
     assert api.post("/tuning-jobs/nope/stop").status_code == 404
     r = api.post("/tuning-jobs/nope/register-best", json={"model_name": "m"})
     assert r.status_code == 404
+
+
+def test_a_function_job_whose_process_stopped_reporting_is_failed(api: Any, services: Any) -> None:
+    services.tuning.lease_ms = 300
+    job = api.post("/tuning-jobs", json=FUNCTION_JOB).json()
+    assert api.get(f"/tuning-jobs/{job['id']}").json()["status"] == "running"
+    time.sleep(0.5)
+    got = api.get(f"/tuning-jobs/{job['id']}").json()
+    assert got["status"] == "failed" and "stopped reporting" in got["failure_reason"]
+    assert api.get("/tuning-jobs", params={"status": "running"}).json()["data"] == []

@@ -25,7 +25,9 @@ a millisecond.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -68,6 +70,8 @@ __all__ = [
     "uniform",
     "wait",
 ]
+
+log = logging.getLogger("shipyard.tuning")
 
 SpaceLike = Mapping[str, ParamSpec | Mapping[str, Any] | list[Any]]
 Progress = Callable[[TuningJobPublic], None]
@@ -454,6 +458,7 @@ def tune(
     catch: bool = False,
     report_every: int = 200,
     report_every_s: float = 2.0,
+    heartbeat_s: float = 10.0,
     client: Client | None = None,
 ) -> TuningJob:
     """Tune a Python function here: ``objective_fn(params, trial) -> float`` is called once per
@@ -514,48 +519,66 @@ def tune(
             TrialsReport(trials=batch, status=status, failure_reason=reason),  # type: ignore[arg-type]
         )
 
-    completed = 0
-    for _ in range(budget):
-        number, params = search.ask()
-        trial = Trial(search, number, params)
-        start = time.time_ns() // 1_000_000
-        state, value, error = TrialState.completed, None, None
-        raised: BaseException | None = None
-        try:
-            result = objective_fn(params, trial)
-        except KeyboardInterrupt:
-            search.tell(number, TrialState.failed)
-            pending.append(_record(trial, TrialState.stopped, None, "interrupted", start))
-            report("stopped", "interrupted")
-            raise
-        except Exception as exc:
-            if _is_pruned(exc):
-                state = TrialState.pruned
-                if trial.intermediate_values:
-                    value = trial.intermediate_values[max(trial.intermediate_values)]
-            else:
-                state = TrialState.failed
-                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:8000]
-                raised = exc
-        else:
+    # While an objective runs (maybe for long), a heartbeat renews the job's lease, so a
+    # process that dies mid-search has its tuning job failed instead of left running.
+    beat_stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not beat_stop.wait(heartbeat_s):
+            if time.monotonic() - last_report < heartbeat_s:
+                continue
             try:
-                value = float(result)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or not math.isfinite(value):
-                state, value = TrialState.failed, None
-                error = f"the objective returned {result!r}; expected a finite number"
-        search.tell(number, state, value)
-        completed += state == TrialState.completed
-        pending.append(_record(trial, state, value, error, start))
-        if raised is not None and not catch:
-            report("failed", f"trial {number} raised {error}")
-            raise raised
-        due = len(pending) >= report_every or time.monotonic() - last_report >= report_every_s
-        if due and report().status.final:  # stopped from elsewhere
-            return TuningJob(c, backend.get_tuning_job(project, info.id))
-    report("completed" if completed else "failed", None if completed else "no trial completed")
-    return TuningJob(c, backend.get_tuning_job(project, info.id))
+                backend.report_tuning_trials(project, info.id, TrialsReport())
+            except Exception:  # the next report or heartbeat tries again
+                log.debug("tuning job %s: heartbeat failed", info.id, exc_info=True)
+
+    beat = threading.Thread(target=heartbeat, name=f"tune-{info.id}", daemon=True)
+    beat.start()
+    try:
+        completed = 0
+        for _ in range(budget):
+            number, params = search.ask()
+            trial = Trial(search, number, params)
+            start = time.time_ns() // 1_000_000
+            state, value, error = TrialState.completed, None, None
+            raised: BaseException | None = None
+            try:
+                result = objective_fn(params, trial)
+            except KeyboardInterrupt:
+                search.tell(number, TrialState.failed)
+                pending.append(_record(trial, TrialState.stopped, None, "interrupted", start))
+                report("stopped", "interrupted")
+                raise
+            except Exception as exc:
+                if _is_pruned(exc):
+                    state = TrialState.pruned
+                    if trial.intermediate_values:
+                        value = trial.intermediate_values[max(trial.intermediate_values)]
+                else:
+                    state = TrialState.failed
+                    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:8000]
+                    raised = exc
+            else:
+                try:
+                    value = float(result)
+                except (TypeError, ValueError):
+                    value = None
+                if value is None or not math.isfinite(value):
+                    state, value = TrialState.failed, None
+                    error = f"the objective returned {result!r}; expected a finite number"
+            search.tell(number, state, value)
+            completed += state == TrialState.completed
+            pending.append(_record(trial, state, value, error, start))
+            if raised is not None and not catch:
+                report("failed", f"trial {number} raised {error}")
+                raise raised
+            due = len(pending) >= report_every or time.monotonic() - last_report >= report_every_s
+            if due and report().status.final:  # stopped from elsewhere
+                return TuningJob(c, backend.get_tuning_job(project, info.id))
+        report("completed" if completed else "failed", None if completed else "no trial completed")
+        return TuningJob(c, backend.get_tuning_job(project, info.id))
+    finally:
+        beat_stop.set()
 
 
 def _record(

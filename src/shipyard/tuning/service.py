@@ -204,7 +204,8 @@ class TuningService:
                         experiment_id=exp_id,
                         idempotency_key=body.idempotency_key,
                         owner=self.owner if drive else None,
-                        lease_expires_at=now + self.lease_ms if drive else None,
+                        # A function job's lease is renewed by the SDK's reports and heartbeats.
+                        lease_expires_at=now + self.lease_ms,
                         created_by=created_by,
                         started_at=now,
                         created_at=now,
@@ -251,9 +252,38 @@ class TuningService:
             raise NotFound(f"tuning job {tuning_job_id!r} not found", {"field": "tuning_job_id"})
         return row
 
+    def _expire(self, pid: str, tuning_job_id: str | None) -> None:
+        """A function tuning job whose SDK process stopped reporting (its lease ran out: the
+        notebook or script died mid-search) is failed, so it never stays running forever."""
+        now = now_ms()
+        cond = [
+            tuning_jobs.c.project_id == pid,
+            tuning_jobs.c.kind == TuningJobKind.function.value,
+            tuning_jobs.c.status.in_(ACTIVE),
+            tuning_jobs.c.lease_expires_at < now,
+        ]
+        if tuning_job_id is not None:
+            cond.append(tuning_jobs.c.id == tuning_job_id)
+        with self.db.read() as conn:
+            if conn.execute(select(tuning_jobs.c.id).where(*cond).limit(1)).first() is None:
+                return
+        with self.db.write() as conn:
+            conn.execute(
+                update(tuning_jobs)
+                .where(*cond)
+                .values(
+                    status=TuningJobStatus.failed.value,
+                    failure_reason="the process running sy.tune stopped reporting (it ended "
+                    "or was killed); the trials it reported are kept",
+                    ended_at=now,
+                    updated_at=now,
+                )
+            )
+
     def get(self, project: str, tuning_job_id: str, *, with_trials: bool = True) -> TuningJobPublic:
         """The tuning job, its best trial, and (``with_trials``) every trial by number."""
         pid = self.projects.project_id(project)
+        self._expire(pid, tuning_job_id)
         with self.db.read() as conn:
             row = self._row(conn, pid, tuning_job_id)
             trials = conn.execute(
@@ -285,6 +315,7 @@ class TuningService:
         """Newest first; ``count`` is the total matching."""
         pid = self.projects.project_id(project)
         check_page_size(page_size)
+        self._expire(pid, None)
         offset = decode_page_token(page_token)
         cond = [tuning_jobs.c.project_id == pid]
         if status is not None:
@@ -521,7 +552,7 @@ class TuningService:
                 conn.execute(
                     update(tuning_jobs)
                     .where(tuning_jobs.c.id == tuning_job_id)
-                    .values(updated_at=now_ms())
+                    .values(updated_at=now_ms(), lease_expires_at=now_ms() + self.lease_ms)
                 )
         return self.get(project, tuning_job_id, with_trials=False)
 
