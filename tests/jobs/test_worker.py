@@ -104,3 +104,30 @@ def test_a_worker_shutting_down_gives_its_jobs_back(jobs, services, project):
     finally:
         again.stop()
     assert done.status == JobStatus.completed and done.attempt == 1
+
+
+def test_the_server_runs_queued_jobs_on_start_and_gives_them_back_on_shutdown(
+    jobs, services, project
+):
+    import asyncio
+
+    from shipyard.server.app import create_app
+
+    jobs.on_submit = None  # queued before the server starts: nothing runs them yet
+    early = jobs.submit(project, validate(JobCreate, function=f"{FIX}:train"))
+    app = create_app(services)
+
+    async def serve() -> str:
+        async with app.router.lifespan_context(app):  # the app's start-up, then its shutdown
+            assert jobs.wait(project, early.id, timeout_s=30).status == JobStatus.completed
+            late = jobs.submit(
+                project,
+                validate(JobCreate, function=f"{FIX}:sleep", hyperparameters={"seconds": 60}),
+            )
+            services.start_job_worker()  # what a submit through the server does
+            wait_for(lambda: "sleeping" in log_text(jobs, project, late.id))
+            return late.id
+
+    late_id = asyncio.run(serve())
+    back = jobs.get(project, late_id)
+    assert back.status == JobStatus.queued and back.attempt == 0
