@@ -328,3 +328,20 @@ def test_bad_specs_name_the_field():
     with pytest.raises(InvalidArgument) as err:
         spec(entry_point="train.py")
     assert "source_dir" in err.value.message
+
+
+def test_workers_claiming_at_once_never_take_the_same_job(queue, project):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = {queue.submit(project, spec(function=f"{FIX}:train")).id for _ in range(8)}
+
+    def claim_all(owner: str) -> list[str]:
+        got = []
+        while (job := queue.claim(owner, 1)) is not None:
+            got.append(job.id)
+        return got
+
+    with ThreadPoolExecutor(4) as pool:
+        claimed = list(pool.map(claim_all, ["w1", "w2", "w3", "w4"]))
+    mine = [jid for got in claimed for jid in got if jid in ids]
+    assert sorted(mine) == sorted(ids)  # every job once, none twice
