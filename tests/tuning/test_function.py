@@ -159,6 +159,7 @@ def test_stopping_a_function_job_ends_its_loop_at_the_next_report(sy) -> None:  
         tj.register_best("never")  # these trials logged no model
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_long_objective_keeps_its_job_alive_with_heartbeats(sy, services) -> None:  # type: ignore[no-untyped-def]
     import time
 
