@@ -36,10 +36,11 @@ class ParamSpec(Model):
     """
 
     type: ParamKind
-    low: float | None = None
-    high: float | None = None
+    # int | float: an int parameter's bounds read back as written (2, not 2.0).
+    low: int | float | None = None
+    high: int | float | None = None
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: int | float | None = Field(default=None, gt=0)
     choices: list[Scalar | None] | None = Field(default=None, min_length=1, max_length=10_000)
 
 
