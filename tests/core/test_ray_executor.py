@@ -349,8 +349,16 @@ def test_another_process_joins_the_cluster_by_its_address(tmp_path: Path, ex: Ra
         ex.shutdown()
         """
     )
+    # As a fresh shell would start it: Ray's token mode is not chosen, the executor chooses it
+    # (the cluster has token authentication on, as Ray starts one by default).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -32,9 +32,10 @@ retries a task (``max_retries=0``): retries belong to the caller, as on ``LocalE
 Connecting: ``address=None`` starts a private Ray in this process (``num_cpus`` CPUs, no
 dashboard; Ray picks free ports, so Redis's 6379 is never touched) and stops it when the last
 executor using it shuts down; ``"auto"``, ``"host:port"`` (a GCS address) or ``"ray://host:port"``
-(Ray Client, needs ``ray[client]``) joins a running cluster, which is left running. One process
-talks to one Ray cluster: an executor made while Ray is already initialized in this process uses
-that connection.
+(Ray Client) joins a running cluster, which is left running. Ray turns token authentication on
+for a new head, so joining uses token mode when this machine has a token (``~/.ray/auth_token``,
+``RAY_AUTH_TOKEN``) and ``RAY_AUTH_MODE`` is unset. One process talks to one Ray cluster: an
+executor made while Ray is already initialized in this process uses that connection.
 """
 
 from __future__ import annotations
@@ -100,16 +101,37 @@ def _connect(address: str | None, num_cpus: int | None) -> None:
     with _conn_lock:
         if not r.is_initialized():
             if address in (None, "local"):
+                # "local", not None: None would join a cluster named by RAY_ADDRESS or the last
+                # `ray start` on this machine instead of starting a private one.
                 r.init(
+                    address="local",
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
                 )
             else:
+                _default_auth_mode()
                 r.init(address=address, log_to_driver=False, configure_logging=False)
             _conn_ours = True
         _conn_users += 1
+
+
+def _default_auth_mode() -> None:
+    """Ray (2.52 on) starts a head with token authentication on, but a process that joins it
+    sends its token only with ``RAY_AUTH_MODE=token``; without it the join fails after a long
+    retry. So when this machine has a token and the mode is not chosen, choose token mode (what
+    `ray start` itself does; Ray caches its config, hence its own helper)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # pragma: no cover - a Ray without token authentication
+        return
+    with contextlib.suppress(Exception):
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _disconnect() -> None:
@@ -196,7 +218,8 @@ def _run_on_node(
     preload: list[str],
 ) -> dict[str, Any]:
     """The body of the Ray task: run the runner in a scratch folder, ship its log, report."""
-    sink.push.remote(task_id, "started", {"at": time.time(), "node": socket.gethostname()})
+    started_at = time.time()
+    sink.push.remote(task_id, "started", {"at": started_at, "node": socket.gethostname()})
     tdir = Path(tempfile.mkdtemp(prefix=f"shipyard-task-{task_id}-"))
     try:
         (tdir / "task.json").write_bytes(task_json)
@@ -281,6 +304,7 @@ def _run_on_node(
         finally:
             reader.close()
         return {
+            "started_at": started_at,
             "exit_code": code,
             "timed_out": timed_out,
             "result": _read_result(tdir / "result.json"),
@@ -347,9 +371,14 @@ class RayExecutor:
         self._remote_run: Any = ray.remote(_run_on_node)
         try:
             self._sink: Any = self._new_sink()
-        except Exception:
+            # Started now, so that a cluster that cannot run it says so here, not by losing logs.
+            ray.get(self._sink.drain.remote(), timeout=120)
+        except Exception as exc:
             _disconnect()
-            raise
+            raise Unavailable(
+                f"the Ray cluster could not start the executor's log actor: {exc}",
+                {"field": "ray_address"},
+            ) from exc
         self._wake = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="ray-executor", daemon=True)
         self._follower.start()
@@ -579,6 +608,11 @@ class RayExecutor:
         if out.get("start_error"):
             self._end(t, error=out["start_error"])
             return
+        with self._lock:
+            if t.status.started_at is None:  # its start notice was lost with the sink
+                t.status.started_at = min(
+                    max(float(out["started_at"]), t.status.submitted_at), time.time()
+                )
         code = out["exit_code"]
         result = out.get("result")
         if result is not None:
