@@ -183,7 +183,9 @@ def _node_fork_server(preload: list[str]) -> _ForkServer | None:
             server.close()
         while len(_node_servers) >= 2:
             _node_servers.pop(next(iter(_node_servers))).close()
-        log = Path(tempfile.gettempdir()) / f"shipyard-fork-server-{os.getpid()}.log"
+        logs = Path(tempfile.gettempdir()) / "shipyard-fork-servers"
+        logs.mkdir(exist_ok=True)
+        log = logs / f"{os.getpid()}.log"  # one Ray worker's: preload failures land here
         try:
             server = _ForkServer(sys.executable, list(preload), log)
         except OSError:
