@@ -167,6 +167,7 @@ def scenario_tune_scripts(n: int) -> dict[str, Any]:
     out["shipyard_s"] = time.perf_counter() - t0
     out["shipyard_status"] = tj.status.value
     out["shipyard_trials"] = len(tj.trials)
+    out["failed_trials"] = sum(1 for t in tj.trials if t.state.value == "failed")
     return out
 
 
@@ -301,6 +302,7 @@ def scenario_parallel(n: int, parallel: int, rounds: int) -> dict[str, Any]:
         "wall_s": time.perf_counter() - t0,
         "status": tj.status.value,
         "trials": len(tj.trials),
+        "failed_trials": sum(1 for t in tj.trials if t.state.value == "failed"),
         "best": tj.best.value if tj.best else None,
     }
 
@@ -330,9 +332,18 @@ def run_scenario(name: str, env: dict[str, str] | None = None, **kw: Any) -> dic
     )
     t0 = time.perf_counter()
     p = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=3600)
-    if p.returncode != 0:
-        raise RuntimeError(f"scenario {name} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    out = json.loads(p.stdout.strip().splitlines()[-1])
+    lines = p.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(
+            f"scenario {name} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        ) from None
+    # A scenario's jobs must all have completed, or its numbers mean nothing.
+    bad = [v for k, v in out.items() if k.endswith("status") and v != "completed"]
+    bad += [f"with {n} failed trials" for n in [out.get("failed_trials", 0)] if n]
+    if bad:
+        raise RuntimeError(f"scenario {name}: a tuning job ended {bad[0]}:\n{p.stderr[-3000:]}")
     print(f"    done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out
 

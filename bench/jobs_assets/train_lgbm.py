@@ -28,19 +28,21 @@ params = {
 }
 dtrain = lgb.Dataset(train.drop(columns="y"), train["y"])
 dvalid = lgb.Dataset(valid.drop(columns="y"), valid["y"], reference=dtrain)
+
+
+def report(env):  # every 10 rounds: the intermediate objective ASHA reads
+    it = env.iteration + 1
+    if it % 10 == 0:
+        sy.log_metric("val_logloss", env.evaluation_result_list[0][2], step=it)
+
+
 t0 = time.perf_counter()
-booster = None
-rounds = int(hp.get("rounds", 200))
-for chunk in range(rounds // 10):
-    booster = lgb.train(
-        params,
-        dtrain,
-        num_boost_round=10,
-        init_model=booster,
-        valid_sets=[dvalid],
-        keep_training_booster=True,
-    )
-    loss = booster.best_score["valid_0"]["binary_logloss"]
-    sy.log_metric("val_logloss", loss, step=(chunk + 1) * 10)
+booster = lgb.train(
+    params,
+    dtrain,
+    num_boost_round=int(hp.get("rounds", 200)),
+    valid_sets=[dvalid],
+    callbacks=[report],
+)
 sy.log_metric("train_seconds", time.perf_counter() - t0)
 booster.save_model(os.path.join(os.environ["SHIPYARD_MODEL_DIR"], "model.txt"))
