@@ -40,6 +40,7 @@ from shipyard.sdk.fluent import (
     set_tags,
     start_run,
 )
+from shipyard.models.format import save_model
 from shipyard.sdk.models import LoggedModel, load_model, log_model, register_model
 from shipyard.sdk.tuning import tune
 
@@ -76,6 +77,7 @@ __all__ = [
     "log_param",
     "log_params",
     "register_model",
+    "save_model",
     "set_tag",
     "set_tags",
     "start_run",

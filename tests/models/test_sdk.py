@@ -149,8 +149,8 @@ def test_a_pickled_model_needs_trust_and_a_tampered_cache_is_refused(
 
 
 def test_load_model_from_a_local_folder(sy: Any, small_model: Any, tmp_path: Path) -> None:
-    from shipyard.models.format import save_model
-
-    save_model(small_model, tmp_path / "m", input_example=FEATURES[:2])
+    # sy.save_model writes the folder a job leaves in SHIPYARD_MODEL_DIR.
+    manifest = sy.save_model(small_model, tmp_path / "m", input_example=FEATURES[:2])
+    assert manifest.flavor == "sklearn"
     loaded = sy.load_model(str(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.predict(FEATURES), small_model.predict(FEATURES))

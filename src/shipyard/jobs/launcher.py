@@ -806,7 +806,7 @@ class _Launch:
                     "model_not_registrable",
                     "warning",
                     "model/ holds files but no Shipyard model: save it with "
-                    "shipyard.models.format.save_model(model, os.environ['SHIPYARD_MODEL_DIR']), "
+                    "sy.save_model(model, os.environ['SHIPYARD_MODEL_DIR']), "
                     "or write model.txt (LightGBM), model.json (XGBoost), model.onnx or "
                     "model.skops, so that it can be registered",
                 )
