@@ -453,6 +453,7 @@ class JobWorker:
             if all(s.final for s in states):
                 self._pump(a)
                 del self._active[jid]
+                self._last_poll = float("-inf")  # a slot is free: look at the queue now
                 self._finish(a)
 
     # -- when it ends --------------------------------------------------------------------------
