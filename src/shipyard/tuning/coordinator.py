@@ -82,6 +82,7 @@ class Coordinator:
         self.project = self.svc.projects.project_name(row.project_id)
         self.spec = spec_of(row)
         self.name = row.name
+        self.created_by = row.created_by
         self.metric = self.spec.objective.metric
         cfg = config_of(self.spec)
         self.search = engine.Search(
@@ -227,7 +228,9 @@ class Coordinator:
             "shipyard.tuning_job_id": self.tuning_job_id,
             "shipyard.trial": str(r.number),
         }
-        job = self.svc.jobs.submit(self.project, JobCreate.model_validate(body))
+        job = self.svc.jobs.submit(
+            self.project, JobCreate.model_validate(body), created_by=self.created_by
+        )
         r.job_id, r.run_id = job.id, job.run_id
         with self.db.write() as conn:
             conn.execute(
