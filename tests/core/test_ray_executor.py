@@ -298,6 +298,34 @@ def test_resources_are_checked_and_reserved(ex: RayExecutor, tmp_path: Path) -> 
     assert st.state == TaskState.SUCCEEDED and st.result["sum"] == 2
 
 
+def test_shutdown_cancels_what_runs_and_leaves_a_shared_ray_running(
+    ex: RayExecutor, tmp_path: Path
+) -> None:
+    from shipyard.core.ray_executor import RayExecutor
+
+    other = RayExecutor(tmp_path / "other", kill_grace_s=1.0)  # joins this process's Ray
+    marker = tmp_path / "m"
+    running = other.submit(
+        TaskSpec(
+            target=f"{HERE}:wait_for_gate",
+            args={"marker": str(marker), "gate": str(tmp_path / "never")},
+            env=ENV,
+            cpus=2,
+        )
+    )
+    queued = other.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 2}, env=ENV))
+    wait_for(marker.exists, what="the task's start")
+    other.shutdown()
+    assert other.status(running).state == TaskState.CANCELLED
+    assert other.status(queued).state == TaskState.CANCELLED
+    wait_for(lambda: not alive(int(marker.read_text())), 5, what="the task's end")
+    with pytest.raises(InvalidArgument, match="shut down"):
+        other.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 2}))
+    # The Ray it shared is still there for the executor that started it.
+    st = ex.wait(ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, env=ENV)), 60)
+    assert st.state == TaskState.SUCCEEDED
+
+
 def _shape(st: TaskStatus) -> tuple:
     error = None
     if st.error is not None:

@@ -407,6 +407,8 @@ class RayExecutor:
 
     def submit(self, spec: TaskSpec) -> str:
         data = spec.check()
+        if self._closed:
+            raise InvalidArgument("the executor is shut down")
         res = self._cluster()
         if spec.cpus > res.get("CPU", 0):
             raise InvalidArgument.for_field(
