@@ -94,6 +94,15 @@ def test_stop_and_pagination(api, services):
         ({"function": f"{FIX}:train", "retries": -1}, "retries"),
         ({"function": f"{FIX}:train", "algorithm": "xgboost"}, "body"),
         ({"algorithm": "deep-magic"}, "algorithm"),
+        # A built-in algorithm's hyperparameters are checked at submit, not in the queue.
+        (
+            {"algorithm": "lightgbm", "hyperparameters": {"target": "y", "num_leafs": 8}},
+            "hyperparameters.num_leafs",
+        ),
+        (
+            {"algorithm": "xgboost", "hyperparameters": {"target": "y", "max_depth": "deep"}},
+            "hyperparameters.max_depth",
+        ),
         ({"function": f"{FIX}:train", "surprise": 1}, "surprise"),
     ],
 )

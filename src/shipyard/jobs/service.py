@@ -80,6 +80,12 @@ class JobService(QueueMixin):
             found = self._by_key(pid, body.idempotency_key)
             if found is not None:
                 return self.get(project, found)
+        if body.algorithm:
+            # A built-in algorithm's hyperparameters are known: refuse a bad one now, naming
+            # it, rather than after the job waited in the queue.
+            from shipyard.jobs.algorithms import validate_hyperparameters
+
+            validate_hyperparameters(body.algorithm, body.hyperparameters)
         job_id = new_id()
         name = body.name or f"{body.display_name()}-{job_id[-6:]}"
         exp_id = self._experiment(project, body.experiment)
