@@ -78,6 +78,10 @@ def test_create_show_list_register_and_the_refusals(tmp_path: Path) -> None:
     assert json.loads(out)["version"] == 1 and json.loads(out)["run_id"] == job["best"]["run_id"]
     code, out, _ = run("tuning", "stop", job["id"], "--json")
     assert code == 0 and json.loads(out)["status"] == "completed"
+    code, out, err = run("tuning", "delete", job["id"])
+    assert code == 0 and "deleted" in out, err
+    code, _, err = run("tuning", "show", job["id"])
+    assert code == 2 and "not found" in err
 
     bad = json.dumps({"q": {"type": "float", "low": 2, "high": 1}})
     code, out, err = run(

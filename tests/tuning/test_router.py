@@ -93,12 +93,17 @@ def test_create_report_list_get_and_stop(api: Any) -> None:
     rest = api.get("/tuning-jobs", params={"page_size": 2, "page_token": page["next_page_token"]})
     assert [j["name"] for j in rest.json()["data"]] == ["first"]
     assert rest.json()["next_page_token"] is None
+    # A running job cannot be deleted; a finished one can (its runs stay).
+    assert api.delete(f"/tuning-jobs/{third['id']}").status_code == 409
+    assert api.delete(f"/tuning-jobs/{second['id']}").status_code == 204
+    assert api.get(f"/tuning-jobs/{second['id']}").status_code == 404
+    assert api.delete(f"/tuning-jobs/{second['id']}").status_code == 404
     by_status = api.get("/tuning-jobs", params={"status": "running"}).json()
     assert [j["id"] for j in by_status["data"]] == [third["id"]]
     assert api.get("/tuning-jobs", params={"kind": "job"}).json()["data"] == []
     assert [
-        j["name"] for j in api.get("/tuning-jobs", params={"name_like": "s%"}).json()["data"]
-    ] == ["second"]
+        j["name"] for j in api.get("/tuning-jobs", params={"name_like": "f%"}).json()["data"]
+    ] == ["first"]
 
 
 BAD = [

@@ -395,6 +395,19 @@ def resume(
         _print_job(tj.info)
 
 
+@app.command("delete")
+@handle_errors
+def delete(
+    tuning_job_id: str,
+    project: ProjectOpt = None,
+    uri: UriOpt = None,
+) -> None:
+    """Forget a finished tuning job (its trials' jobs and runs stay)."""
+    c = client(project, uri)
+    c.backend.delete_tuning_job(c._ready(), tuning_job_id)
+    console.print(f"deleted tuning job {tuning_job_id}", highlight=False)
+
+
 @app.command("register-best")
 @handle_errors
 def register_best(

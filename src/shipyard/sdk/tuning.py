@@ -60,6 +60,7 @@ __all__ = [
     "TuningJob",
     "categorical",
     "create",
+    "delete",
     "get",
     "integer",
     "list_jobs",
@@ -365,6 +366,12 @@ def wait(
 def stop(tuning_job_id: str, *, client: Client | None = None) -> TuningJob:
     c = _client(client)
     return TuningJob(c, c.backend.stop_tuning_job(c._ready(), tuning_job_id))
+
+
+def delete(tuning_job_id: str, *, client: Client | None = None) -> None:
+    """Forget a finished tuning job (its trials' jobs and runs stay)."""
+    c = _client(client)
+    c.backend.delete_tuning_job(c._ready(), tuning_job_id)
 
 
 def register_best(

@@ -19,6 +19,8 @@ from shipyard.tuning.schemas import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from shipyard.server.context import Services
 
 
@@ -43,6 +45,7 @@ class TuningBackend(Protocol):
     ) -> TuningJobsPublic: ...
     def stop_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic: ...
     def resume_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic: ...
+    def delete_tuning_job(self, project: str, tuning_job_id: str) -> None: ...
     def report_tuning_trials(
         self, project: str, tuning_job_id: str, body: TrialsReport
     ) -> TuningJobPublic: ...
@@ -90,6 +93,9 @@ class LocalTuningCalls:
     def resume_tuning_job(self, project: str, tuning_job_id: str) -> TuningJobPublic:
         return self.services.tuning.resume(project, tuning_job_id)
 
+    def delete_tuning_job(self, project: str, tuning_job_id: str) -> None:
+        self.services.tuning.delete(project, tuning_job_id)
+
     def report_tuning_trials(
         self, project: str, tuning_job_id: str, body: TrialsReport
     ) -> TuningJobPublic:
@@ -106,9 +112,21 @@ class LocalTuningCalls:
 
 
 class HttpTuningCalls:
-    """Needs ``_json`` and ``_p`` from ``HttpBackend``."""
+    """Needs ``_json``, ``_request`` and ``_p`` from ``HttpBackend``."""
 
     if TYPE_CHECKING:
+
+        def _request(
+            self,
+            method: str,
+            path: str,
+            *,
+            json: Any = None,
+            params: Any = None,
+            content: Any = None,
+            headers: dict[str, str] | None = None,
+            idempotent: bool | None = None,
+        ) -> httpx.Response: ...
 
         def _json(self, method: str, path: str, **kw: Any) -> Any: ...
         @staticmethod
@@ -169,6 +187,9 @@ class HttpTuningCalls:
         return TuningJobPublic.model_validate(
             self._json("POST", f"{self._t(project, tuning_job_id)}/resume", idempotent=True)
         )
+
+    def delete_tuning_job(self, project: str, tuning_job_id: str) -> None:
+        self._request("DELETE", self._t(project, tuning_job_id))
 
     def report_tuning_trials(
         self, project: str, tuning_job_id: str, body: TrialsReport

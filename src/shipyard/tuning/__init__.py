@@ -17,6 +17,7 @@ _SDK = frozenset(
         "TuningJob",
         "categorical",
         "create",
+        "delete",
         "get",
         "integer",
         "list_jobs",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from shipyard.models.schemas import ModelVersionPublic
 from shipyard.projects.deps import Editor, Viewer
@@ -64,6 +64,12 @@ def get_tuning_job(
 @router.post("/{tuning_job_id}/stop")
 def stop_tuning_job(tuning_job_id: str, scope: Editor, svc: Tuning) -> TuningJobPublic:
     return svc.stop(scope.project, tuning_job_id)
+
+
+@router.delete("/{tuning_job_id}", status_code=204)
+def delete_tuning_job(tuning_job_id: str, scope: Editor, svc: Tuning) -> Response:
+    svc.delete(scope.project, tuning_job_id)
+    return Response(status_code=204)
 
 
 @router.post("/{tuning_job_id}/trials")

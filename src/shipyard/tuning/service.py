@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipyard.core.db import Database
@@ -591,6 +591,23 @@ class TuningService:
             self.stop_trials(project, tuning_job_id, "the tuning job was stopped")
             self.finish(tuning_job_id, TuningJobStatus.stopped, None, owner=None)
         return self.get(project, tuning_job_id)
+
+    def delete(self, project: str, tuning_job_id: str) -> None:
+        """Forget a tuning job and its trial rows (the trials' jobs and runs stay, each with its
+        own lifecycle). Raises ``Conflict`` while it runs: stop it first."""
+        pid = self.projects.project_id(project)
+        self._expire(pid, tuning_job_id)
+        with self.db.write() as conn:
+            row = self._row(conn, pid, tuning_job_id)
+            if row.status in ACTIVE:
+                raise Conflict(
+                    f"tuning job {tuning_job_id} is {row.status}; stop it first",
+                    {"status": row.status},
+                )
+            conn.execute(
+                delete(tuning_trials).where(tuning_trials.c.tuning_job_id == tuning_job_id)
+            )
+            conn.execute(delete(tuning_jobs).where(tuning_jobs.c.id == tuning_job_id))
 
     def stop_trials(self, project: str, tuning_job_id: str, reason: str) -> None:
         """Stop every running trial's job and mark the trials stopped."""
