@@ -357,41 +357,96 @@ def test_the_same_spec_gives_the_same_result_on_both_executors(
         local.shutdown()
 
 
-def test_another_process_joins_the_cluster_by_its_address(tmp_path: Path, ex: RayExecutor) -> None:
-    """A second driver (a `shipyard worker`, say) runs tasks on a running cluster, given its
-    address; leaving does not stop the cluster."""
+JOIN_SCRIPT = f"""
+import json, sys, time
+from shipyard.core.executors import TaskSpec
+from shipyard.core.ray_executor import RayExecutor
+ex = RayExecutor(sys.argv[1], address=sys.argv[2])
+st = ex.wait(ex.submit(TaskSpec(target="{HERE}:add", args={{"a": 4, "b": 5}},
+                                env={{"PYTHONPATH": {ROOT!r}}})), 60)
+code = "import time\\nfor i in range(12):\\n    print('tick', i, flush=True)\\n    time.sleep(0.1)"
+live = ex.submit(TaskSpec(command=[sys.executable, "-c", code]))
+deadline = time.monotonic() + 60
+while "tick 2" not in ex.logs(live) and time.monotonic() < deadline:
+    time.sleep(0.05)
+seen_live = ex.status(live).state == "running" and "tick 11" not in ex.logs(live)
+ex.wait(live, 60)
+print(json.dumps({{"state": st.state, "result": st.result, "log": ex.logs(st.id),
+                  "seen_live": seen_live, "live_log": ex.logs(live)}}))
+ex.shutdown()
+"""
+
+
+def _join(tmp_path: Path, address: str) -> dict:
+    """Run a second driver that joins ``address``, as a fresh shell would start it: Ray's token
+    mode not chosen, so the executor chooses it (Ray starts clusters with token auth on)."""
     import json
 
-    import ray
-
-    address = ray.get_runtime_context().gcs_address
-    script = textwrap.dedent(
-        f"""
-        import json
-        from shipyard.core.executors import TaskSpec
-        from shipyard.core.ray_executor import RayExecutor
-        ex = RayExecutor({str(tmp_path)!r}, address={address!r})
-        st = ex.wait(ex.submit(TaskSpec(target="{HERE}:add", args={{"a": 4, "b": 5}},
-                                        env={{"PYTHONPATH": {ROOT!r}}})), 60)
-        print(json.dumps({{"state": st.state, "result": st.result, "log": ex.logs(st.id)}}))
-        ex.shutdown()
-        """
-    )
-    # As a fresh shell would start it: Ray's token mode is not chosen, the executor chooses it
-    # (the cluster has token authentication on, as Ray starts one by default).
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     out = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", JOIN_SCRIPT, str(tmp_path / "joined"), address],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         env=env,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    got: dict = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["state"] == "succeeded" and got["result"]["sum"] == 9
     assert "adding 4 and 5" in got["log"]
+    assert got["seen_live"], "the log was readable while the task ran"
+    assert got["live_log"].count("tick") == 12
+    return got
+
+
+def test_another_process_joins_the_cluster_by_its_address(tmp_path: Path, ex: RayExecutor) -> None:
+    """A second driver (a `shipyard worker`, say) runs tasks on a running cluster, given its
+    address; leaving does not stop the cluster."""
+    import ray
+
+    _join(tmp_path, ray.get_runtime_context().gcs_address)
     # The cluster (this process's) still runs tasks.
     st = ex.wait(ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, env=ENV)), 60)
     assert st.state == TaskState.SUCCEEDED
+
+
+def test_a_process_joins_through_ray_client(tmp_path: Path, ex: RayExecutor) -> None:
+    """``ray://``: Ray Client, where Ray's streaming generators do not work; the log sink does."""
+    import signal
+    import socket
+
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray.util.client.server",
+            "--address",
+            ray.get_runtime_context().gcs_address,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--mode",
+            "proxy",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 60, what="the Ray Client server")
+        _join(tmp_path, f"ray://127.0.0.1:{port}")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
