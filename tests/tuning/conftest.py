@@ -23,7 +23,6 @@ def fast_services(settings):  # type: ignore[no-untyped-def]
     s.executor = LocalExecutor(
         settings.home / "tasks", 2, kill_grace_s=2.0, preload=["shipyard.jobs.launcher"]
     )
-    s.tuning.poll_s = 0.1
     return s
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from shipyard.core.errors import NotFound, Unavailable
 from shipyard.core.timeutil import now_ms
 from shipyard.tuning import engine
-from shipyard.tuning.schemas import TrialState, TuningJobStatus
+from shipyard.tuning.schemas import EarlyStopping, TrialState, TuningJobStatus
 from shipyard.tuning.tables import tuning_jobs, tuning_trials
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ PRUNED_REASON = "pruned by ASHA/Hyperband"
 # A tuning job whose first trials all fail is failed at once: the script is likely broken, and
 # running the rest would only repeat the error.
 FAIL_FAST = 3
+# How often a running trial's objective history is read for the pruner: intermediate values
+# need no sub-second latency, and each read is a query per trial.
+HISTORY_EVERY_S = 0.5
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Running:
     job_id: str | None
     run_id: str | None
     intermediate: dict[int, float] = field(default_factory=dict)
+    read_at: float = 0.0  # when its metric history was last read (monotonic)
 
 
 class Coordinator:
@@ -254,30 +258,56 @@ class Coordinator:
                 out[int(step)] = float(value)
         return out
 
-    def _poll(self) -> None:
+    def _active_jobs(self) -> set[str]:
+        """The trial jobs not final yet, in one query whatever the number of trials."""
+        from shipyard.jobs.schemas import ACTIVE_STATUSES
+
         assert self.svc.jobs is not None
-        updates: list[dict[str, Any]] = []
-        for number, r in list(self.running.items()):
+        page = self.svc.jobs.list(
+            self.project,
+            status=ACTIVE_STATUSES,
+            tuning_job_id=self.tuning_job_id,
+            max_results=10_000,
+        )
+        return {j.id for j in page.data}
+
+    def _poll(self) -> None:
+        """One look at the running trials. Which jobs ended is one query; a trial's metric
+        history is read when its job ended, and (with early stopping) every
+        ``HISTORY_EVERY_S`` while it runs."""
+        assert self.svc.jobs is not None
+        for r in self.running.values():
             if r.job_id is None:
                 self._submit(r)
+        active = self._active_jobs()
+        early = self.search.cfg.early_stopping != EarlyStopping.none
+        now = time.monotonic()
+        updates: list[dict[str, Any]] = []
+        for number, r in list(self.running.items()):
             assert r.job_id is not None
-            try:
-                job = self.svc.jobs.get(self.project, r.job_id)
-            except NotFound:
-                self._end(r, TrialState.failed, None, "its job was deleted", updates)
+            ended = r.job_id not in active
+            if not ended and not (early and now - r.read_at >= HISTORY_EVERY_S):
                 continue
-            r.run_id = r.run_id or job.run_id
+            r.read_at = now
+            job = None
+            if ended:
+                try:
+                    job = self.svc.jobs.get(self.project, r.job_id)
+                except NotFound:
+                    self._end(r, TrialState.failed, None, "its job was deleted", updates)
+                    continue
+                r.run_id = r.run_id or job.run_id
             history = self._history(r.run_id) if r.run_id else {}
             changed = {s: v for s, v in history.items() if r.intermediate.get(s) != v}
             if changed:
                 r.intermediate.update(changed)
             prune = bool(changed) and self.search.report(number, history)
-            if prune and not job.status.final:
+            if prune and job is None:
                 self.svc.jobs.stop(self.project, r.job_id, reason=PRUNED_REASON)
                 last = r.intermediate[max(r.intermediate)]
                 self._end(r, TrialState.pruned, last, PRUNED_REASON, updates)
                 continue
-            if job.status.final:
+            if job is not None:
                 if job.status.value == "completed":
                     if history:
                         value = history[max(history)]
@@ -295,12 +325,7 @@ class Coordinator:
                     self._end(r, TrialState.failed, None, reason, updates)
                 continue
             if changed:
-                updates.append(
-                    {
-                        "number": number,
-                        "intermediate_values": _dump(r.intermediate),
-                    }
-                )
+                updates.append({"number": number, "intermediate_values": _dump(r.intermediate)})
         if updates:
             with self.db.write() as conn:
                 for u in updates:

@@ -122,7 +122,9 @@ class TuningService:
         jobs: JobService | None = None,
         *,
         lease_s: float = 30.0,
-        poll_s: float = 0.2,
+        # A poll is one query (which trial jobs ended), so it can be frequent: it bounds how
+        # long a slot stays idle between one trial's end and the next one's submit.
+        poll_s: float = 0.05,
     ) -> None:
         self.db = db
         self.projects = projects
