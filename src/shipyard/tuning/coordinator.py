@@ -366,6 +366,8 @@ class Coordinator:
         )
 
     def _fail_fast(self) -> bool:
+        if len(self.finished) > FAIL_FAST * 4:  # past the first trials: no longer a question
+            return False
         done = sorted(self.finished, key=lambda t: t.number)
         if any(t.state != TrialState.failed for t in done):
             return False
