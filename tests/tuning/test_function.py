@@ -118,7 +118,7 @@ def test_a_failing_objective_fails_the_job_with_its_error(sy) -> None:  # type: 
     # With catch, a failed trial is recorded and the search goes on.
     tj = tuning.tune(broken, space={"x": tuning.uniform(0, 1)}, max_trials=5, catch=True)
     assert tj.status.value == "completed" and tj.info.trials_count.failed == 1
-    nan = tuning.tune(lambda p, t: float("nan"), space={"x": tuning.uniform(0, 1)}, max_trials=2)
+    nan = tuning.tune(lambda p: float("nan"), space={"x": tuning.uniform(0, 1)}, max_trials=2)
     assert nan.status.value == "failed" and nan.best is None
     assert "expected a finite number" in (nan.trials[0].error or "")
 

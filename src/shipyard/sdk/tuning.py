@@ -447,7 +447,7 @@ def _dt(ms: int) -> datetime:
 
 
 def tune(
-    objective_fn: Callable[[dict[str, Any], Trial], float],
+    objective_fn: Callable[..., float],
     *,
     space: SpaceLike,
     max_trials: int = 20,
@@ -468,8 +468,9 @@ def tune(
     heartbeat_s: float = 10.0,
     client: Client | None = None,
 ) -> TuningJob:
-    """Tune a Python function here: ``objective_fn(params, trial) -> float`` is called once per
-    trial with the sampled ``params``. Returns the finished tuning job (``.best``).
+    """Tune a Python function here: ``objective_fn(params, trial) -> float`` (or
+    ``objective_fn(params)``) is called once per trial with the sampled ``params``. Returns
+    the finished tuning job (``.best``).
 
     Each trial is a run: its params, the objective (``metric``; the values given to
     ``trial.report`` are its history) and what ``trial.log_metric`` logged. Inside the objective
@@ -526,6 +527,7 @@ def tune(
             TrialsReport(trials=batch, status=status, failure_reason=reason),  # type: ignore[arg-type]
         )
 
+    wants_trial = _takes_trial(objective_fn)
     # While an objective runs (maybe for long), a heartbeat renews the job's lease, so a
     # process that dies mid-search has its tuning job failed instead of left running.
     beat_stop = threading.Event()
@@ -550,7 +552,7 @@ def tune(
             state, value, error = TrialState.completed, None, None
             raised: BaseException | None = None
             try:
-                result = objective_fn(params, trial)
+                result = objective_fn(params, trial) if wants_trial else objective_fn(params)
             except KeyboardInterrupt:
                 search.tell(number, TrialState.failed)
                 pending.append(_record(trial, TrialState.stopped, None, "interrupted", start))
@@ -586,6 +588,23 @@ def tune(
         return TuningJob(c, backend.get_tuning_job(project, info.id))
     finally:
         beat_stop.set()
+
+
+def _takes_trial(fn: Callable[..., Any]) -> bool:
+    """Whether the objective takes ``(params, trial)``, or only ``(params)``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or a C function: assume the documented form
+        return True
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+    return varargs or len(positional) >= 2
 
 
 def _record(
