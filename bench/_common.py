@@ -264,7 +264,12 @@ def run_json(argv: list[str], env: dict[str, str] | None = None, timeout_s: floa
 
 @dataclass
 class Row:
-    """One line of the table. ``better`` says which way is good: "higher" or "lower"."""
+    """One line of the table. ``better`` says which way is good: "higher" or "lower".
+
+    ``peers`` holds each peer's number by name (None where the peer has no such call or was
+    not measured); ``mlflow`` is MLflow's, kept apart because the tracking issue's goals are
+    stated against it.
+    """
 
     label: str
     mlflow: float | None
@@ -274,15 +279,32 @@ class Row:
     goal: str = ""
     met: bool | None = None
     note: str = ""
+    peers: dict[str, float | None] = field(default_factory=dict)
+
+    def _vs(self, other: float | None) -> float | None:
+        if not other or not self.shipyard:
+            return None
+        return self.shipyard / other if self.better == "higher" else other / self.shipyard
 
     @property
     def ratio(self) -> float | None:
-        """How many times better Shipyard is (>1 means Shipyard wins)."""
-        if not self.mlflow or not self.shipyard:
+        """How many times better Shipyard is than MLflow (>1 means Shipyard wins)."""
+        return self._vs(self.mlflow)
+
+    @property
+    def fastest_peer(self) -> tuple[str, float] | None:
+        """The best peer on this row (MLflow included) and its number."""
+        found = [(n, v) for n, v in {"MLflow": self.mlflow, **self.peers}.items() if v]
+        if not found:
             return None
-        return (
-            self.shipyard / self.mlflow if self.better == "higher" else self.mlflow / self.shipyard
-        )
+        pick = max if self.better == "higher" else min
+        return pick(found, key=lambda nv: nv[1])
+
+    @property
+    def ratio_fastest(self) -> float | None:
+        """How many times better Shipyard is than the best peer of the row."""
+        best = self.fastest_peer
+        return self._vs(best[1]) if best else None
 
 
 def _fmt(x: float | None) -> str:
@@ -299,26 +321,35 @@ def _fmt(x: float | None) -> str:
     return f"{x:.3f}"
 
 
-def format_table(title: str, rows: list[Row]) -> str:
-    head = ["", "MLflow", "Shipyard", "ratio", "goal", "met?"]
-    body = [
-        [
-            f"{r.label} ({r.unit})",
-            _fmt(r.mlflow),
-            _fmt(r.shipyard),
-            f"{r.ratio:.1f}x" if r.ratio is not None else "-",
-            r.goal,
-            "" if r.met is None else ("yes" if r.met else "NO"),
-        ]
-        for r in rows
-    ]
+def _x(r: float | None) -> str:
+    return f"{r:.1f}x" if r is not None else "-"
+
+
+def format_table(title: str, rows: list[Row], peer_names: Sequence[str] = ()) -> str:
+    head = ["", "MLflow", *peer_names, "Shipyard", "vs MLflow", "vs fastest peer", "goal", "met?"]
+    body = []
+    for r in rows:
+        best = r.fastest_peer
+        body.append(
+            [
+                f"{r.label} ({r.unit})",
+                _fmt(r.mlflow),
+                *(_fmt(r.peers.get(n)) for n in peer_names),
+                _fmt(r.shipyard),
+                _x(r.ratio),
+                f"{_x(r.ratio_fastest)} ({best[0]})" if best and r.ratio_fastest else "-",
+                r.goal,
+                "" if r.met is None else ("yes" if r.met else "NO"),
+            ]
+        )
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    left = {0, len(head) - 2}
 
     def line(cells: list[str]) -> str:
         return (
             "| "
             + " | ".join(
-                c.ljust(w) if i in (0, 4) else c.rjust(w)
+                c.ljust(w) if i in left else c.rjust(w)
                 for i, (c, w) in enumerate(zip(cells, widths, strict=True))
             )
             + " |"

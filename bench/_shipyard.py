@@ -28,9 +28,11 @@ PROJECT = "bench"
 SEARCH_PROJECT = "bench-search"
 
 
-def log_metric(url: str, n: int) -> dict[str, Any]:
-    """``sy.log_metric`` once per step; timed until ``sy.flush()`` returns (durable)."""
-    sy.init(project=PROJECT, tracking_uri=url)
+def log_metric(url: str | None, n: int) -> dict[str, Any]:
+    """``sy.log_metric`` once per step; timed until ``sy.flush()`` returns (durable). With no
+    ``url``, on the client ``sy.init`` was last given."""
+    if url is not None:
+        sy.init(project=PROJECT, tracking_uri=url)
     run = sy.start_run(experiment=f"log-metric-{uuid.uuid4().hex[:8]}")
     t0 = time.perf_counter()
     for i in range(n):
@@ -48,6 +50,21 @@ def log_metric(url: str, n: int) -> dict[str, Any]:
         "points_per_s": n / (t1 - t0),
         "stored": stored,
     }
+
+
+def log_metric_local(db_url: str, home: str, n: int) -> dict[str, Any]:
+    """``sy.log_metric`` once per step in-process (no server: the SDK's embedded mode, straight
+    on the database), timed until ``sy.flush()`` returns."""
+    from shipyard.core.settings import Settings
+    from shipyard.sdk.local import LocalBackend
+
+    backend = LocalBackend(settings=Settings(database_url=db_url, home=home))
+    sy.init(client=Client(PROJECT, backend=backend))
+    try:
+        return log_metric(None, n)
+    finally:
+        sy.flush()
+        backend.services.close()
 
 
 def log_batch(url: str, n: int, batch_size: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from shipyard.tracking.artifacts import ArtifactsMixin
 from shipyard.tracking.experiments import ExperimentsMixin
 from shipyard.tracking.schemas import (
     DatasetInput,
+    Lifecycle,
     MetricHistory,
     MetricRow,
     RunComparison,
@@ -357,7 +358,26 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                     run_tags.insert(),
                     [{"run_id": rid, "key": k, "value": v} for k, v in body.tags.items()],
                 )
-        return self.get_run(project, rid)
+        # A new run holds exactly what was just written: no need to read it back.
+        return RunPublic(
+            id=rid,
+            project=project,
+            experiment_id=body.experiment_id,
+            parent_run_id=body.parent_run_id,
+            name=name,
+            status=RunStatus.RUNNING,
+            start_time=ms_to_dt(start),
+            end_time=None,
+            lifecycle=Lifecycle.active,
+            created_by=created_by,
+            params={},
+            tags=dict(body.tags),
+            metrics={},
+            inputs=[],
+            deleted_at=None,
+            created_at=ms_to_dt(now),
+            updated_at=ms_to_dt(now),
+        )
 
     def _run_check(
         self, conn: Connection, pid: str, run_id: str, *, active: bool = True, lock: bool = False
