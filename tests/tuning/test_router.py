@@ -129,6 +129,15 @@ def test_bad_input_is_a_4xx_naming_the_field(api: Any) -> None:
     assert api.get("/tuning-jobs").json()["data"] == []
 
 
+def test_the_same_idempotency_key_makes_one_tuning_job(api: Any) -> None:
+    body = {**FUNCTION_JOB, "idempotency_key": "nightly-2026-11-24"}
+    a = api.post("/tuning-jobs", json=body)
+    b = api.post("/tuning-jobs", json={**body, "max_trials": 9})
+    assert a.status_code == 201 and b.status_code == 201
+    assert a.json()["id"] == b.json()["id"] and b.json()["max_trials"] == 3
+    assert api.get("/tuning-jobs").json()["count"] == 1
+
+
 def test_unknown_ids_are_404(api: Any) -> None:
     assert api.get("/tuning-jobs/nope").status_code == 404
     assert api.post("/tuning-jobs/nope/stop").status_code == 404
