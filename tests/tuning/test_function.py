@@ -46,7 +46,7 @@ def test_tune_records_every_trial_as_a_run_and_reports_the_best(sy) -> None:  # 
         ["tuning"], f"tags.`shipyard.tuning_job_id` = '{tj.id}'", include_count=True
     )
     assert runs.count == 12
-    listed = tuning.list_jobs(kind="function")
+    listed = sy.tuning.list(kind="function")
     assert [j.id for j in listed.data] == [tj.id]
     assert listed.data[0].trials_count.completed == 12 and listed.data[0].trials is None
 

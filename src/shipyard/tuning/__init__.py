@@ -31,9 +31,14 @@ _SDK = frozenset(
 )
 
 
+# ``sy.tuning.list`` reads as ``sy.jobs.list`` does; the SDK module cannot name a function
+# ``list`` without shadowing the builtin in its own annotations.
+_ALIASES = {"list": "list_jobs"}
+
+
 def __getattr__(name: str) -> Any:
-    if name in _SDK:
+    if name in _SDK or name in _ALIASES:
         from shipyard.sdk import tuning as sdk
 
-        return getattr(sdk, name)
+        return getattr(sdk, _ALIASES.get(name, name))
     raise AttributeError(f"module 'shipyard.tuning' has no attribute {name!r}")
