@@ -104,6 +104,9 @@ class Coordinator:
                     r.number, t.params, r.job_id, r.run_id, dict(t.intermediate_values)
                 )
         self.finished = [trial_row(r) for r in rows if r.state != TrialState.running.value]
+        self.unsaved: list[Running] = []  # proposed, not yet written
+        # Row changes for the next turn's write (kept until it succeeds).
+        self.pending: list[dict[str, Any]] = []
         beat = threading.Thread(
             target=self._heartbeat, name=f"lease-tuning-{self.tuning_job_id}", daemon=True
         )
@@ -166,24 +169,23 @@ class Coordinator:
                     self._release()
                     return
             try:
-                self._poll()
+                self._step()
                 if self._fail_fast():
                     return
-                while (
-                    len(self.running) < self.spec.max_parallel
-                    and self.search.next_number < self.budget
-                ):
-                    self._launch()
             except Unavailable:
                 # The store is briefly unavailable (locked, restarting): the rows say where we
                 # are, and a trial not yet submitted is submitted at the next poll (same key).
                 log.warning("tuning job %s: metadata store unavailable", self.tuning_job_id)
                 self.stop.wait(1.0)
                 continue
-            if not self.running and self.search.next_number >= self.budget:
+            if not self.running and not self.unsaved and self.search.next_number >= self.budget:
                 self._finish()
                 return
-            self.stop.wait(self.svc.poll_s)
+            # Until the next poll, or at once when a trial's job ends in this process.
+            assert self.svc.jobs is not None
+            self.svc.jobs.wait_for_end(
+                [r.job_id for r in self.running.values()], self.svc.poll_s, self.stop
+            )
 
     def _release(self) -> None:
         with self.db.write() as conn:
@@ -198,22 +200,51 @@ class Coordinator:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def _launch(self) -> None:
-        number, params = self.search.ask()
-        now = now_ms()
-        with self.db.write() as conn:
-            conn.execute(
-                tuning_trials.insert().values(
-                    tuning_job_id=self.tuning_job_id,
-                    number=number,
-                    params=orjson.dumps(params).decode(),
-                    state=TrialState.running.value,
-                    started_at=now,
-                )
-            )
-        r = Running(number, params, None, None)
-        self.running[number] = r
-        self._submit(r)
+    def _step(self) -> None:
+        """One turn: see which trials ended (``_poll``), propose trials for the free slots, and
+        write both in one transaction; then submit the new trials' jobs. Each trial row is
+        written before its job is submitted, and its job id with the next turn's write."""
+        self._poll()
+        free = self.spec.max_parallel - len(self.running) - len(self.unsaved)
+        while free > 0 and self.search.next_number < self.budget:
+            number, params = self.search.ask()
+            self.unsaved.append(Running(number, params, None, None))
+            free -= 1
+        updates = self.pending
+        if updates or self.unsaved:
+            now = now_ms()
+            with self.db.write() as conn:
+                if self.unsaved:
+                    conn.execute(
+                        tuning_trials.insert(),
+                        [
+                            {
+                                "tuning_job_id": self.tuning_job_id,
+                                "number": r.number,
+                                "params": orjson.dumps(r.params).decode(),
+                                "state": TrialState.running.value,
+                                "started_at": now,
+                            }
+                            for r in self.unsaved
+                        ],
+                    )
+                for u in updates:
+                    u = dict(u)
+                    number = u.pop("number")
+                    conn.execute(
+                        update(tuning_trials)
+                        .where(
+                            tuning_trials.c.tuning_job_id == self.tuning_job_id,
+                            tuning_trials.c.number == number,
+                        )
+                        .values(**u)
+                    )
+            self.pending = []
+        new, self.unsaved = self.unsaved, []
+        for r in new:
+            self.running[r.number] = r
+        for r in new:  # one that fails is submitted again at the next poll (same key)
+            self._submit(r)
 
     def _submit(self, r: Running) -> None:
         from shipyard.jobs.schemas import JobCreate
@@ -236,15 +267,7 @@ class Coordinator:
             self.project, JobCreate.model_validate(body), created_by=self.created_by
         )
         r.job_id, r.run_id = job.id, job.run_id
-        with self.db.write() as conn:
-            conn.execute(
-                update(tuning_trials)
-                .where(
-                    tuning_trials.c.tuning_job_id == self.tuning_job_id,
-                    tuning_trials.c.number == r.number,
-                )
-                .values(job_id=job.id, run_id=job.run_id)
-            )
+        self.pending.append({"number": r.number, "job_id": job.id, "run_id": job.run_id})
 
     def _history(self, run_id: str) -> dict[int, float]:
         """The objective metric by step (the last value logged at a step wins)."""
@@ -282,7 +305,7 @@ class Coordinator:
         active = self._active_jobs()
         early = self.search.cfg.early_stopping != EarlyStopping.none
         now = time.monotonic()
-        updates: list[dict[str, Any]] = []
+        updates = self.pending
         for number, r in list(self.running.items()):
             assert r.job_id is not None
             ended = r.job_id not in active
@@ -326,18 +349,6 @@ class Coordinator:
                 continue
             if changed:
                 updates.append({"number": number, "intermediate_values": _dump(r.intermediate)})
-        if updates:
-            with self.db.write() as conn:
-                for u in updates:
-                    number = u.pop("number")
-                    conn.execute(
-                        update(tuning_trials)
-                        .where(
-                            tuning_trials.c.tuning_job_id == self.tuning_job_id,
-                            tuning_trials.c.number == number,
-                        )
-                        .values(**u)
-                    )
 
     def _end(
         self,

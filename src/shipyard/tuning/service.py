@@ -124,7 +124,7 @@ class TuningService:
         lease_s: float = 30.0,
         # A poll is one query (which trial jobs ended), so it can be frequent: it bounds how
         # long a slot stays idle between one trial's end and the next one's submit.
-        poll_s: float = 0.05,
+        poll_s: float = 0.025,
     ) -> None:
         self.db = db
         self.projects = projects
