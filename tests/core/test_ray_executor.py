@@ -278,6 +278,8 @@ def test_resources_are_checked_and_reserved(ex: RayExecutor, tmp_path: Path) -> 
         ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, gpus=1))
     with pytest.raises(InvalidArgument, match="memory_gb"):
         ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, memory_gb=0))
+    with pytest.raises(InvalidArgument, match="memory_gb: the task needs 100000 GiB"):
+        ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, memory_gb=100_000))
     with pytest.raises(InvalidArgument, match="gpus"):
         ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, gpus=-1))
     with pytest.raises(InvalidArgument, match="target"):
@@ -421,24 +423,26 @@ def test_a_process_joins_through_ray_client(tmp_path: Path, ex: RayExecutor) -> 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ray.util.client.server",
-            "--address",
-            ray.get_runtime_context().gcs_address,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--mode",
-            "proxy",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # Its log stays in tmp_path, for a failure to be read.
+    with open(tmp_path / "client-server.log", "wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ray.util.client.server",
+                "--address",
+                ray.get_runtime_context().gcs_address,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--mode",
+                "proxy",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
 
         def listening() -> bool:

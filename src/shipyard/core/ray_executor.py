@@ -7,7 +7,9 @@ A task becomes one Ray task that holds ``num_cpus=spec.cpus``, ``num_gpus=spec.g
 scratch folder of that node, with the spec's ``env`` and ``cwd``. So a target callable, its JSON
 result, its error with type/message/traceback, a command's exit status, and the orphan guard
 (the runner ends its group when the process that started it dies) are the same on both
-executors; Shipyard must be installed on every node.
+executors; Shipyard must be installed on every node. The task's environment is the node's (a
+Ray worker's) with ``spec.env`` over it, not this process's: give what the task needs in
+``env``.
 
 As on ``LocalExecutor``, a callable is started by a fork server (one per Ray worker process,
 started on its first callable task with the ``preload`` modules imported, ended with the
@@ -420,6 +422,12 @@ class RayExecutor:
                 "gpus",
                 f"the task needs {spec.gpus} GPUs; the Ray cluster has {res.get('GPU', 0):g}",
             )
+        if spec.memory_gb is not None and spec.memory_gb * _GIB > res.get("memory", 0):
+            raise InvalidArgument.for_field(
+                "memory_gb",
+                f"the task needs {spec.memory_gb:g} GiB; the Ray cluster has "
+                f"{res.get('memory', 0) / _GIB:.1f} GiB for tasks",
+            )
         task_id = new_id()
         tdir = self.root / task_id
         tdir.mkdir(parents=True)
@@ -559,7 +567,12 @@ class RayExecutor:
             # Drained after the wait: a finished task's last chunk is in the sink by now.
             self._apply(self._drain())
             for ref in ready:
-                self._finish(running[ref], ref)
+                t = running[ref]
+                try:
+                    self._finish(t, ref)
+                except Exception as exc:  # never leave a task unfinished (nor this thread dead)
+                    if not t.done.is_set():
+                        self._end(t, error={"type": type(exc).__name__, "message": str(exc)})
 
     def _drain(self) -> list[tuple[str, str, Any]]:
         try:
@@ -586,7 +599,8 @@ class RayExecutor:
                         max(float(payload["at"]), t.status.submitted_at), time.time()
                     )
             if kind == "log":
-                with open(t.dir / "task.log", "ab") as f:
+                # (A log folder removed under a running task loses its log, not its status.)
+                with contextlib.suppress(OSError), open(t.dir / "task.log", "ab") as f:
                     f.write(payload)
 
     def _finish(self, t: _RayTask, ref: Any) -> None:
