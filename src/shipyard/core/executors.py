@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -200,6 +200,10 @@ class LocalExecutor:
 
     Tasks start in submission order; one that needs more slots than are free waits at the head
     of the queue (no starvation of big tasks by small ones).
+
+    Beyond the ``Executor`` protocol, ``add_done_callback(fn)`` has ``fn(task_id)`` called as
+    each task reaches its final state, so a caller can react at once instead of polling
+    ``status`` (the jobs worker does, where an executor offers it).
     """
 
     def __init__(
@@ -226,10 +230,30 @@ class LocalExecutor:
         self.preload = list(preload)
         self._server: _ForkServer | None = None
         self._server_lock = threading.Lock()
+        self._done_callbacks: list[Callable[[str], object]] = []
 
     @property
     def slots(self) -> int:
         return self._slots
+
+    def add_done_callback(self, fn: Callable[[str], object]) -> None:
+        """Call ``fn(task_id)`` whenever a task becomes final (succeeded, failed, cancelled),
+        after its status says so. Called from the executor's threads: keep it quick (set an
+        event); an exception it raises is ignored."""
+        with self._lock:
+            self._done_callbacks.append(fn)
+
+    def remove_done_callback(self, fn: Callable[[str], object]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._done_callbacks.remove(fn)
+
+    def _notify_done(self, task_id: str) -> None:
+        """Outside the lock: tell the callbacks that ``task_id`` is final."""
+        with self._lock:
+            callbacks = list(self._done_callbacks)
+        for fn in callbacks:
+            with contextlib.suppress(Exception):
+                fn(task_id)
 
     def _fork_server(self) -> _ForkServer | None:
         """The fork server, started on first use (it imports ``preload``: seconds, once)."""
@@ -264,7 +288,9 @@ class LocalExecutor:
                 raise InvalidArgument("the executor is shut down")
             self._tasks[task_id] = _Task(spec, status, tdir)
             self._queue.append(task_id)
-            self._dispatch_locked()
+            failed = self._dispatch_locked()
+        for tid in failed:
+            self._notify_done(tid)
         return task_id
 
     def _get(self, task_id: str) -> _Task:
@@ -278,13 +304,18 @@ class LocalExecutor:
             s = self._get(task_id).status
             return TaskStatus(**s.__dict__)
 
-    def _dispatch_locked(self) -> None:
+    def _dispatch_locked(self) -> list[str]:
+        """Start what fits; returns the ids of tasks that could not start (now final)."""
+        failed: list[str] = []
         while self._queue and not self._closed:
             t = self._tasks[self._queue[0]]
             if self._used + t.spec.cpus > self._slots:
-                return
+                break
             self._queue.popleft()
             self._start_locked(t)
+            if t.status.state.final:
+                failed.append(t.status.id)
+        return failed
 
     def _start_locked(self, t: _Task) -> None:
         env = {**os.environ, **t.spec.env, "SHIPYARD_TASK_ID": t.status.id}
@@ -355,7 +386,9 @@ class LocalExecutor:
                     s.error = {"type": "ExitCode", "message": _exit_message(code)}
             self._used -= t.spec.cpus
             t.done.set()
-            self._dispatch_locked()
+            failed = self._dispatch_locked()
+        for tid in (t.status.id, *failed):
+            self._notify_done(tid)
 
     def _terminate(self, t: _Task) -> None:
         """SIGTERM to the task's process group, SIGKILL after the grace period."""
@@ -381,7 +414,15 @@ class LocalExecutor:
                 t.status.state = TaskState.CANCELLED
                 t.status.finished_at = time.time()
                 t.done.set()
-                return TaskStatus(**t.status.__dict__)
+                status = TaskStatus(**t.status.__dict__)
+                # It may have been the head of the queue, holding back tasks that fit now.
+                failed = self._dispatch_locked()
+            else:
+                status, failed = None, []
+        if status is not None:
+            for tid in (task_id, *failed):
+                self._notify_done(tid)
+            return status
         # Outside the lock: the grace period must not block other callers.
         self._terminate(t)
         t.done.wait()

@@ -57,12 +57,16 @@ MEMORY_KILL_GRACE_S = 5.0
 MAX_RULE_METRICS = 200
 DEFAULT_MASTER_PORT = 29500
 # What an executor's fork server should import once so that a job's process starts with them:
-# this module, the profiler, and the in-process tracking backend (and its migration check).
+# this module, the profiler, the in-process tracking backend and what its first statements
+# import lazily (the SQLite driver, both dialects' INSERT ... ON CONFLICT).
 PRELOAD = (
     "shipyard.jobs.launcher",
     "shipyard.jobs.profile",
     "shipyard.sdk.local",
-    "alembic.runtime.migration",
+    "sqlite3",
+    "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql",
+    "statistics",
     "psutil",
 )
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -109,6 +113,8 @@ class _Spec:
     cpus: float = 1
     memory_gb: float | None = None
     gpus: int = 0
+    # The worker logs metrics it parses from the log (metric_definitions): not this process.
+    parsed_metrics: bool = False
 
     @classmethod
     def parse(cls, spec: dict[str, Any] | str) -> _Spec:
@@ -140,6 +146,7 @@ class _Spec:
             "cpus": res.get("cpus") or 1,
             "memory_gb": res.get("memory_gb"),
             "gpus": res.get("gpus") or 0,
+            "parsed_metrics": bool(d.get("metric_definitions")),
         }
         entry, fn, pickled, algo = (
             d.get("entry_point"),
@@ -279,22 +286,55 @@ def stage_channel(name: str, src: str, dest: Path, base: Path) -> None:
 
 class _Tracking:
     """The launcher's own tracking client (not the fluent API's, which the user's code owns),
-    made on first use, and a metric buffer that sends the profile in batches."""
+    made on first use, and a small buffer that sends the profile's metrics in batches.
+
+    The client records the metric rows that this process sends for the job's run, whoever
+    sends them (the profile, a built-in algorithm, the job's code through ``sy.log_metric``):
+    the rule checks read those instead of reading the run back from the store."""
 
     def __init__(self, project: str, run_id: str) -> None:
         self.project = project
         self.run_id = run_id
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._buffer: Any = None
+        # Rows not sent yet; batches whose send failed (kept with their id for the retry).
+        self._pending: list[Any] = []
+        self._unsent: list[tuple[str, list[Any]]] = []
+        self._send_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        # Every metric row sent for the job's run from this process, by key.
+        self._sent: dict[str, list[tuple[int, int, float | None]]] = {}
+        self._sent_lock = threading.Lock()
 
     def client(self) -> Any:
-        with self._lock:
+        with self._client_lock:
             if self._client is None:
                 from shipyard.sdk.client import Client
 
-                self._client = Client(self.project)
+                client = Client(self.project)
+                self._record_sends(client.backend)
+                self._client = client
             return self._client
+
+    def _record_sends(self, backend: Any) -> None:
+        """Have ``backend.log_batch`` note the metric rows it stored for the job's run."""
+        send = backend.log_batch
+
+        def log_batch(project: str, run_id: str, *args: Any, **kwargs: Any) -> Any:
+            out = send(project, run_id, *args, **kwargs)
+            if run_id == self.run_id and kwargs.get("metrics"):
+                self._note_sent(kwargs["metrics"])
+            return out
+
+        backend.log_batch = log_batch
+
+    def _note_sent(self, rows: Any) -> None:
+        with self._sent_lock:
+            for key, value, step, ts in rows:
+                self._sent.setdefault(key, []).append((int(step), int(ts), value))
 
     def warm_up(self, share: bool) -> None:
         """Make the client in the background while the user's code starts (it opens the
@@ -311,37 +351,107 @@ class _Tracking:
 
         threading.Thread(target=work, name="shipyard-tracking", daemon=True).start()
 
-    def buffer(self) -> Any:
-        with self._lock:
-            if self._buffer is None:
-                from shipyard.sdk.buffer import MetricBuffer
-
-                def send(run_id: str, rows: list[Any], batch_id: str) -> None:
-                    self.client().backend.log_batch(
-                        self.project, run_id, metrics=rows, batch_id=batch_id
-                    )
-
-                self._buffer = MetricBuffer(send, interval_s=METRICS_FLUSH_S)
-            return self._buffer
+    # -- the buffer ----------------------------------------------------------------------------
 
     def add_rows(self, rows: list[Any]) -> None:
-        self.buffer().add_many(self.run_id, rows)
+        with self._lock:
+            self._pending.extend(rows)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._loop, name="shipyard-metrics", daemon=True
+                )
+                self._thread.start()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         ts = time.time_ns() // 1_000_000
         rows = [(k, float(v), step or 0, ts) for k, v in metrics.items()]
         self.add_rows(rows)
 
+    def _loop(self) -> None:
+        while not self._wake.wait(METRICS_FLUSH_S):
+            with contextlib.suppress(Exception):  # kept: the next flush (or finish) retries
+                self.flush()
+
+    def take(self) -> list[Any]:
+        """Every row not sent yet, which the caller now sends (or gives back with
+        ``add_rows``)."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            unsent, self._unsent = self._unsent, []
+        return [r for _, batch in unsent for r in batch] + rows
+
     def flush(self) -> None:
-        if self._buffer is not None:
-            self._buffer.flush()
+        """Send what is buffered, one batch; a batch that failed is sent again under its id."""
+        import uuid
+
+        with self._send_lock:
+            with self._lock:
+                batches, self._unsent = self._unsent, []
+                if self._pending:
+                    batches.append((uuid.uuid4().hex, self._pending))
+                    self._pending = []
+            for n, (batch_id, rows) in enumerate(batches):
+                try:
+                    self.client().backend.log_batch(
+                        self.project, self.run_id, metrics=rows, batch_id=batch_id
+                    )
+                except BaseException:
+                    with self._lock:
+                        self._unsent = batches[n:] + self._unsent
+                    raise
+
+    def send_with_script_metrics(self) -> bool:
+        """Hand what is buffered to the fluent API's buffer, when the job's code logged through
+        this client, so that both go to the store in one batch when it is flushed. Returns
+        False (nothing handed) otherwise."""
+        fluent = sys.modules.get("shipyard.sdk.fluent")
+        buf = getattr(fluent, "_buffer", None)
+        if (
+            buf is None
+            or self._client is None
+            or getattr(fluent, "_client", None) is not (self._client)
+        ):
+            return False
+        rows = self.take()
+        if rows:
+            try:
+                buf.add_many(self.run_id, rows)
+            except Exception:  # its earlier failure, raised now: send ours separately
+                self.add_rows(rows)
+                return False
+        return True
 
     def close(self) -> None:
-        if self._buffer is not None:
-            self._buffer.close()
+        self._closed = True
+        self._wake.set()
+
+    def logged_here(self) -> bool:
+        """Whether every metric of the job's run went through this process's client (so
+        ``sent_histories`` has them all): the job's code logged through the fluent API on
+        the launcher's client (or logged nothing)."""
+        fluent = sys.modules.get("shipyard.sdk.fluent")
+        theirs = getattr(fluent, "_client", None)
+        return theirs is None or theirs is self._client
+
+    def sent_histories(self) -> dict[str, Any]:
+        """The job's run's metric histories as this process sent them (profile metrics
+        excluded), for the rule checks."""
+        from shipyard.jobs.profile import METRIC_PREFIX, History, is_loss_name
+
+        with self._sent_lock:
+            sent = {k: list(v) for k, v in self._sent.items()}
+        keys = [k for k in sent if not k.startswith(METRIC_PREFIX) and "/rank-" not in k]
+        keys.sort(key=lambda k: (not is_loss_name(k), k))
+        out = {}
+        for k in keys[:MAX_RULE_METRICS]:
+            points = sorted(sent[k], key=lambda p: (p[0], p[1]))
+            out[k] = History([p[0] for p in points], [p[2] for p in points], [p[1] for p in points])
+        return out
 
     def histories(self) -> dict[str, Any]:
-        """The run's metric histories, for the rule checks (profile metrics excluded)."""
+        """The run's metric histories read back from the store, for the rule checks (profile
+        metrics excluded): for metrics logged by other processes (a command's, or those the
+        worker parses from the log)."""
         from shipyard.jobs.profile import METRIC_PREFIX, History, is_loss_name
 
         c = self.client()
@@ -729,8 +839,10 @@ class _Launch:
 
         fluent._at_exit(RunStatus.FAILED if failed else RunStatus.FINISHED)
 
-    def upload(self, folder: Path, artifact_path: str) -> dict[str, Any]:
-        n, size = _folder_stats(folder)
+    def upload(
+        self, folder: Path, artifact_path: str, stats: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        n, size = stats if stats is not None else _folder_stats(folder)
         info: dict[str, Any] = {"files": n, "bytes": size, "artifact_path": None}
         if n == 0 or self.rank != 0:
             return info
@@ -772,14 +884,22 @@ class _Launch:
         return {"findings": findings, "summary": summary}
 
     def finish(self, status: str, error: BaseException | None) -> dict[str, Any]:
-        """Upload, check the rules, write the report; return ``run_job``'s result."""
+        """Upload, check the rules, write the report; return ``run_job``'s result.
+
+        Kept short, since every job pays it: the metrics still buffered (the script's and the
+        profile's) go to the store in one batch, the rule checks read the metrics this process
+        sent rather than the run's histories back from the store (unless some came from
+        elsewhere: a command's process, the worker's log parsing), and an empty ``model/`` or
+        ``output/`` costs nothing."""
         from shipyard.jobs.profile import check_rules, finding
 
         if self.profiler is not None:
-            self.profiler.stop()
+            self.profiler.stop()  # its last sample is in the buffer now
         for d in (self.model_dir, self.output_dir):  # absent when preparing failed early
             d.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
+        # The profile's rows join the script's in the fluent buffer: one batch for both.
+        joined = self.tracking.send_with_script_metrics()
         try:
             self.finish_user_runs(failed=status != "completed")
         except Exception as exc:
@@ -787,14 +907,15 @@ class _Launch:
         extra: dict[str, Any] = {}
         findings: list[dict[str, Any]] = []
         done = status == "completed"
-        flavor = ensure_manifest(self.model_dir) if done and any(self.model_dir.iterdir()) else None
+        model_stats = _folder_stats(self.model_dir)
+        flavor = ensure_manifest(self.model_dir) if done and model_stats[0] else None
         try:
             if done:
-                extra["model"] = self.upload(self.model_dir, "model")
+                extra["model"] = self.upload(self.model_dir, "model", model_stats)
             else:
                 # What a failed or stopped attempt left in model/ is not a model: it stays on
                 # disk, and the next attempt's model/ is the one that is logged.
-                n, size = _folder_stats(self.model_dir)
+                n, size = model_stats
                 extra["model"] = {"files": n, "bytes": size, "artifact_path": None}
             extra["model"]["flavor"] = flavor
             extra["output"] = self.upload(self.output_dir, "output")
@@ -817,12 +938,22 @@ class _Launch:
                 extra["return_value"] = self.value
             except (TypeError, ValueError):
                 extra["return_value"] = None
+        notes: list[str] = []
         try:
-            self.tracking.flush()
-            histories = self.tracking.histories()
+            if not joined:
+                self.tracking.flush()
+        except Exception as exc:  # the profile goes without: not a reason to fail the job
+            notes.append(f"sending the job's profile metrics failed: {exc}")
+        try:
+            if self.in_process and not self.spec.parsed_metrics and self.tracking.logged_here():
+                histories = self.tracking.sent_histories()
+            else:
+                histories = self.tracking.histories()
         except Exception as exc:  # the rules go without: not a reason to fail the job
             histories = {}
-            extra["notes"] = [f"reading the run's metrics for the rule checks failed: {exc}"]
+            notes.append(f"reading the run's metrics for the rule checks failed: {exc}")
+        if notes:
+            extra["notes"] = notes
         summary_profile = self.profiler.summary(self.spec.cpus) if self.profiler else {}
         findings = (
             check_rules(summary_profile, histories, memory_exceeded=self.memory_reason) + findings
@@ -838,8 +969,7 @@ class _Launch:
             self.tracking.client().log_artifact(self.run_id, self.rank_dir / "report.json", name)
         except Exception as exc:
             problems.append(f"uploading report.json failed: {exc}")
-        with contextlib.suppress(Exception):
-            self.tracking.close()
+        self.tracking.close()
         for f in findings:
             print(f"shipyard: {f['severity']}: {f['message']}", file=sys.stderr, flush=True)
         self.problems += problems

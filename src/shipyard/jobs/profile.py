@@ -202,13 +202,17 @@ class Profiler:
         except psutil.Error:
             return
         self._prime(root)
-        if self._want_gpus:
-            self._gpu = _gpu_reader()
         tick = MEMORY_CHECK_INTERVAL_S if self.memory_limit_bytes else self.interval_s
         next_sample = time.monotonic() + self.interval_s
         while not self._stop.wait(tick):
             if time.monotonic() >= next_sample:
                 next_sample += self.interval_s
+                if self._want_gpus:
+                    # Looked for at the first periodic sample, not at start: asking the driver
+                    # can take a tenth of a second, which a job shorter than a sample (whose
+                    # stop waits for this thread) should not pay.
+                    self._want_gpus = False
+                    self._gpu = _gpu_reader()
                 self._sample_and_emit(root)
             elif self.memory_limit_bytes:
                 self._check_memory(self._memory(root))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ _RUN_STATUS = {
     JobStatus.stopped: RunStatus.KILLED,
 }
 LOST_WORKER = "the worker running it stopped heartbeating"
+# How many recently ended job ids a process remembers for ``JobService.wait_for_end``.
+ENDED_MEMORY = 4096
 # One log chunk holds at most this much text; a larger read is split.
 MAX_CHUNK = 64 * 1024
 
@@ -68,6 +71,18 @@ class QueueMixin:
     projects: ProjectService
     tracking: TrackingService
     lease_ms: int
+    # Jobs this process saw become final (oldest first), and a condition notified each time:
+    # what lets a caller in this process (a tuning job's coordinator) react at once.
+    _ended: dict[str, None]
+    _ended_cv: threading.Condition
+
+    def _job_ended(self, job_id: str) -> None:
+        """Record that ``job_id`` became final here (after the write committed)."""
+        with self._ended_cv:
+            self._ended[job_id] = None
+            while len(self._ended) > ENDED_MEMORY:
+                del self._ended[next(iter(self._ended))]
+            self._ended_cv.notify_all()
 
     @staticmethod
     def _fits(free_slots: int, total_slots: int | None) -> Any:
@@ -95,11 +110,13 @@ class QueueMixin:
         free_slots: int,
         lease_ms: int | None = None,
         total_slots: int | None = None,
+        note: Callable[[ClaimedJob], str | None] | None = None,
     ) -> ClaimedJob | None:
         """Take the oldest queued job that fits in ``free_slots`` (or can never fit in
         ``total_slots``, to be failed): ``starting``, its lease ours,
         its attempt counted. Two workers never take the same job (PostgreSQL skips rows another
-        transaction has locked; SQLite's write transaction holds the whole database)."""
+        transaction has locked; SQLite's write transaction holds the whole database).
+        ``note(job)`` may give a line for the job's log, written in the same transaction."""
         now = now_ms()
         lease = lease_ms if lease_ms is not None else self.lease_ms
         with self.db.write() as conn:
@@ -125,26 +142,25 @@ class QueueMixin:
                     updated_at=now,
                 )
             )
-        return ClaimedJob(
-            id=row.id,
-            project=self.projects.project_name(row.project_id),
-            name=row.name,
-            spec=JobCreate.model_validate_json(row.spec),
-            run_id=row.run_id,
-            attempt=row.attempt + 1,
-            max_attempts=row.max_attempts,
-            runtime_ms=int(row.runtime_ms or 0),
-            slots=row.slots,
-        )
+            job = ClaimedJob(
+                id=row.id,
+                project=self.projects.project_name(row.project_id),
+                name=row.name,
+                spec=JobCreate.model_validate_json(row.spec),
+                run_id=row.run_id,
+                attempt=row.attempt + 1,
+                max_attempts=row.max_attempts,
+                runtime_ms=int(row.runtime_ms or 0),
+                slots=row.slots,
+            )
+            line = note(job) if note is not None else None
+            if line:
+                _insert_line(conn, job.id, job.attempt, line)
+        return job
 
     def mark_running(self, job_id: str, owner: str) -> None:
-        now = now_ms()
         with self.db.write() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == S)
-                .values(status=R, updated_at=now)
-            )
+            _mark_running(conn, job_id, owner)
 
     def heartbeat(
         self, owner: str, job_ids: Sequence[str], lease_ms: int | None = None
@@ -203,33 +219,23 @@ class QueueMixin:
             if jid not in found or found[jid].stop_requested
         }
 
-    def append_logs(self, job_id: str, entries: Sequence[tuple[int, int | None, str]]) -> None:
-        """Append ``(attempt, rank, text)`` chunks to the job's log, numbered in order."""
-        if not entries:
+    def append_logs(
+        self,
+        job_id: str,
+        entries: Sequence[tuple[int, int | None, str]],
+        running_owner: str | None = None,
+    ) -> None:
+        """Append ``(attempt, rank, text)`` chunks to the job's log, numbered in order. With
+        ``running_owner``, the job goes from ``starting`` to ``running`` (if that worker holds
+        it) in the same transaction, before its lines are seen."""
+        if not entries and running_owner is None:
             return
-        now = now_ms()
         for tries in range(3):
             try:
                 with self.db.write() as conn:
-                    last = conn.execute(
-                        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
-                    ).scalar_one()
-                    seq = int(last or 0)
-                    rows = []
-                    for attempt, rank, text in entries:
-                        for i in range(0, len(text), MAX_CHUNK):
-                            seq += 1
-                            rows.append(
-                                {
-                                    "job_id": job_id,
-                                    "seq": seq,
-                                    "attempt": attempt,
-                                    "rank": rank,
-                                    "data": text[i : i + MAX_CHUNK],
-                                    "created_at": now,
-                                }
-                            )
-                    conn.execute(job_logs.insert(), rows)
+                    if running_owner is not None:
+                        _mark_running(conn, job_id, running_owner)
+                    _insert_chunks(conn, job_id, entries)
                 return
             except IntegrityError:
                 # Another writer (a stop, the reaper) numbered a line at the same moment.
@@ -264,13 +270,19 @@ class QueueMixin:
         failure_reason: str | None = None,
         report: dict[str, Any] | None = None,
         model_artifact_path: str | None = None,
+        note: str | None = None,
+        logs: Sequence[tuple[int, int | None, str]] = (),
     ) -> JobStatus | None:
         """Record how an attempt ended: a final ``status``, or (``retry``) back to the queue for
-        the next attempt. Returns the status written, or None when the lease was no longer ours
-        (the job was reaped; what the reaper wrote stands)."""
+        the next attempt, with the last of its output (``logs``, as ``append_logs`` takes) and
+        ``note`` (a line of Shipyard's own) in the job's log, in the same transaction. Returns
+        the status written, or None when the lease was no longer ours (the job was reaped; what
+        the reaper wrote stands; ``logs`` are appended all the same)."""
         new = JobStatus.queued if retry else status
         row = self._held(job_id, owner)
         if row is None:
+            with contextlib.suppress(IntegrityError):  # the job was deleted meanwhile
+                self.append_logs(job_id, logs)
             return None
         if new.final:
             # The run first: whoever sees the job final finds its run ended too.
@@ -292,12 +304,28 @@ class QueueMixin:
             values["model_artifact_path"] = model_artifact_path
         if new.final:
             values["ended_at"] = now
-        with self.db.write() as conn:
-            n = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status.in_([S, R]))
-                .values(**values)
-            ).rowcount
+        for tries in range(3):
+            try:
+                with self.db.write() as conn:
+                    _insert_chunks(conn, job_id, logs)
+                    n = conn.execute(
+                        update(jobs)
+                        .where(
+                            jobs.c.id == job_id,
+                            jobs.c.lease_owner == owner,
+                            jobs.c.status.in_([S, R]),
+                        )
+                        .values(**values)
+                    ).rowcount
+                    if n and note:
+                        _insert_line(conn, job_id, row.attempt, note)
+                break
+            except IntegrityError:
+                # Another writer (a stop) numbered a line at the same moment.
+                if tries == 2:
+                    raise
+        if n and new.final:
+            self._job_ended(job_id)
         return new if n else None
 
     def _held(self, job_id: str, owner: str) -> Any:
@@ -338,6 +366,8 @@ class QueueMixin:
             ).rowcount
             if n and note:
                 _insert_line(conn, job_id, row.attempt, note)
+        if n and stopped:
+            self._job_ended(job_id)
         return bool(n)
 
     def reap(self) -> list[str]:
@@ -392,6 +422,8 @@ class QueueMixin:
                 _insert_line(
                     conn, row.id, row.attempt, f"attempt {row.attempt} lost: {LOST_WORKER}; {then}"
                 )
+        if n and new.final:
+            self._job_ended(row.id)
         return new if n else None
 
     def note(self, job_id: str, attempt: int, text: str) -> None:
@@ -424,3 +456,40 @@ def _insert_line(conn: Connection, job_id: str, attempt: int, text: str) -> None
             created_at=now_ms(),
         )
     )
+
+
+def _mark_running(conn: Connection, job_id: str, owner: str) -> None:
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.lease_owner == owner, jobs.c.status == S)
+        .values(status=R, updated_at=now_ms())
+    )
+
+
+def _insert_chunks(
+    conn: Connection, job_id: str, entries: Sequence[tuple[int, int | None, str]]
+) -> None:
+    """``(attempt, rank, text)`` chunks at the end of the job's log, inside the caller's
+    transaction; a long text is split into chunks of at most ``MAX_CHUNK``."""
+    if not entries:
+        return
+    now = now_ms()
+    last = conn.execute(
+        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
+    ).scalar_one()
+    seq = int(last or 0)
+    rows = []
+    for attempt, rank, text in entries:
+        for i in range(0, len(text), MAX_CHUNK):
+            seq += 1
+            rows.append(
+                {
+                    "job_id": job_id,
+                    "seq": seq,
+                    "attempt": attempt,
+                    "rank": rank,
+                    "data": text[i : i + MAX_CHUNK],
+                    "created_at": now,
+                }
+            )
+    conn.execute(job_logs.insert(), rows)

@@ -11,8 +11,9 @@ heartbeating: retried while attempts remain, else failed, never left running.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import orjson
@@ -68,6 +69,8 @@ class JobService(QueueMixin):
         self.lease_ms = int(lease_s * 1000)
         # Called after a submit: wakes (and on first use starts) this process's worker.
         self.on_submit: Callable[[], object] | None = None
+        self._ended = {}
+        self._ended_cv = threading.Condition()
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -233,18 +236,44 @@ class JobService(QueueMixin):
                 )
         if n:
             self._end_run(project, job.run_id, JobStatus.stopped)
+            self._job_ended(job_id)
         return self.get(project, job_id)
 
     def wait(
         self, project: str, job_id: str, timeout_s: float | None = None, poll_s: float = 0.1
     ) -> Job:
-        """Poll until the job is final or ``timeout_s`` passed; return it either way."""
+        """Until the job is final or ``timeout_s`` passed; return it either way. A job that
+        ends in this process is seen at once; one that another process ends, within
+        ``poll_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             job = self.get(project, job_id)
             if job.status.final or (deadline is not None and time.monotonic() >= deadline):
                 return job
-            time.sleep(poll_s)
+            left = poll_s if deadline is None else min(poll_s, deadline - time.monotonic())
+            self.wait_for_end([job_id], max(0.0, left))
+
+    def wait_for_end(
+        self,
+        job_ids: Collection[str | None],
+        timeout_s: float,
+        stop: threading.Event | None = None,
+    ) -> bool:
+        """Block until one of ``job_ids`` has become final in this process (its worker, a
+        stop or the reaper here wrote it), ``stop`` is set, or ``timeout_s`` passed. Returns
+        True when one of them ended. Jobs that another process ends are not seen: a caller
+        polls the store between waits (``timeout_s`` is its poll interval)."""
+        wanted = {j for j in job_ids if j}
+        deadline = time.monotonic() + timeout_s
+        with self._ended_cv:
+            while True:
+                if any(j in self._ended for j in wanted):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    return False
+                # In slices when there is a stop event to watch as well.
+                self._ended_cv.wait(min(left, 0.05) if stop is not None else left)
 
     def logs(self, project: str, job_id: str, after_seq: int = 0, limit: int = 1000) -> JobLogs:
         """The log chunks after ``after_seq``, oldest first. ``done`` is True once the job is

@@ -46,10 +46,17 @@ LAUNCHER = "shipyard.jobs.launcher:run_job"
 # nothing once the fork server has.
 PRELOAD = (
     "shipyard.jobs.launcher",
+    "shipyard.jobs.profile",
     "shipyard.server.context",
     "shipyard.sdk.fluent",
+    "shipyard.sdk.local",
+    # What the store's first statements import lazily: the SQLite driver, and both dialects'
+    # INSERT ... ON CONFLICT (core.db.dialect_insert imports the two).
+    "sqlite3",
     "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql",
     "fsspec.implementations.local",
+    "statistics",
     "psutil",
 )
 
@@ -74,6 +81,8 @@ class _Attempt:
     deadline: float | None  # monotonic; None: no max_runtime_s
     regexes: list[tuple[str, re.Pattern[str]]]
     marked_running: bool = False
+    # Seen running, not yet written: written with the next copy of its log (one transaction).
+    running_unsaved: bool = False
     # Why this worker is ending the attempt early: stop | timeout | failed | lost | shutdown.
     ending: str | None = None
     stop_reason: str | None = None
@@ -116,8 +125,16 @@ class JobWorker:
         self._last_stop_check = 0.0
         self._last_reap = 0.0
         self._last_poll = float("-inf")
+        # An executor that says when a task ends (LocalExecutor) wakes the loop at once; with
+        # another (Ray), the loop sees it at its next tick.
+        self._on_done = getattr(executor, "add_done_callback", None)
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def _task_done(self, task_id: str) -> None:
+        """From the executor's thread: a task ended; settle it now rather than at the next
+        tick (only a wake-up: the loop's thread does the work)."""
+        self._wake.set()
 
     def start(self) -> None:
         """Start the loop in a daemon thread (once; later calls only wake it)."""
@@ -145,6 +162,8 @@ class JobWorker:
 
     def run(self) -> None:
         """The loop: until ``stop()`` (or SIGTERM/SIGINT when run by ``shipyard worker``)."""
+        if self._on_done is not None:
+            self._on_done(self._task_done)
         try:
             while not self._stopping.is_set():
                 try:
@@ -157,6 +176,9 @@ class JobWorker:
                     self._wake.clear()
                     self._last_poll = float("-inf")
         finally:
+            remove = getattr(self.executor, "remove_done_callback", None)
+            if self._on_done is not None and remove is not None:
+                remove(self._task_done)
             self._shutdown()
 
     def serve_forever(self) -> None:
@@ -201,7 +223,9 @@ class JobWorker:
             free = self.slots - self.busy_slots
             if not self.service.has_queued(free, self.slots):
                 return
-            job = self.service.claim(self.owner, free, self.lease_ms, self.slots)
+            job = self.service.claim(
+                self.owner, free, self.lease_ms, self.slots, note=self._starting_note
+            )
             if job is None:
                 return
             self._start_attempt(job)
@@ -244,6 +268,23 @@ class JobWorker:
         except OSError:
             return "127.0.0.1", port
 
+    def _remaining_s(self, job: ClaimedJob) -> float | None:
+        """What is left of the job's ``max_runtime_s`` (None: no limit)."""
+        if job.spec.max_runtime_s is None:
+            return None
+        return job.spec.max_runtime_s - job.runtime_ms / 1000
+
+    def _starting_note(self, job: ClaimedJob) -> str | None:
+        """The log line that an attempt starts, written with the claim; none for an attempt
+        that cannot start (``_start_attempt`` says why)."""
+        remaining_s = self._remaining_s(job)
+        if (remaining_s is not None and remaining_s <= 0) or job.slots > self.executor.slots:
+            return None
+        world = job.spec.instance_count
+        return f"attempt {job.attempt} of {job.max_attempts} starting on {self.owner}" + (
+            f" ({world} instances)" if world > 1 else ""
+        )
+
     def _start_attempt(self, job: ClaimedJob) -> None:
         spec = job.spec
         svc = self.service
@@ -273,12 +314,7 @@ class JobWorker:
         env = self._env(job)
         spec_json = spec.model_dump(mode="json")
         world = spec.instance_count
-        svc.note(
-            job.id,
-            job.attempt,
-            f"attempt {job.attempt} of {job.max_attempts} starting on {self.owner}"
-            + (f" ({world} instances)" if world > 1 else ""),
-        )
+        # The "attempt n of m starting" line was written with the claim (_starting_note).
         ranks: list[_Rank] = []
         try:
             for rank in range(world):
@@ -351,7 +387,8 @@ class JobWorker:
         r.offset = len(text)
         return new
 
-    def _pump(self, a: _Attempt) -> None:
+    def _collect(self, a: _Attempt) -> tuple[list[tuple[int, int | None, str]], list[MetricRow]]:
+        """The output of each rank since the last call, and the metrics its lines give."""
         entries: list[tuple[int, int | None, str]] = []
         metrics: list[MetricRow] = []
         for r in a.ranks:
@@ -365,13 +402,23 @@ class JobWorker:
                 if len(r.partial) > 65536:  # a "line" with no end: give up on it
                     r.partial = ""
                 self._match(a, lines, metrics)
-        if entries:
-            self.service.append_logs(a.job.id, entries)
+        return entries, metrics
+
+    def _log_metrics(self, a: _Attempt, metrics: list[MetricRow]) -> None:
         if metrics:
             try:
                 self.service.log_metrics(a.job.project, a.job.run_id, metrics)
             except Exception as exc:  # a bad value must not stop the job
                 log.warning("job %s: could not log parsed metrics: %s", a.job.id, exc)
+
+    def _pump(self, a: _Attempt) -> None:
+        entries, metrics = self._collect(a)
+        if entries or a.running_unsaved:
+            self.service.append_logs(
+                a.job.id, entries, running_owner=self.owner if a.running_unsaved else None
+            )
+            a.running_unsaved = False
+        self._log_metrics(a, metrics)
 
     @staticmethod
     def _match(a: _Attempt, lines: list[str], out: list[MetricRow]) -> None:
@@ -439,8 +486,9 @@ class JobWorker:
                     r.status = self.executor.status(r.task_id)
             states = [r.status.state for r in a.ranks if r.status is not None]
             if not a.marked_running and all(s != TaskState.QUEUED for s in states):
-                self.service.mark_running(jid, self.owner)
-                a.marked_running = True
+                # Written with the next copy of its log (``_pump``, just after), or with how
+                # it ended when it is already over.
+                a.marked_running = a.running_unsaved = True
             if a.ending is None and any(
                 s in (TaskState.FAILED, TaskState.CANCELLED) for s in states
             ):
@@ -451,20 +499,26 @@ class JobWorker:
                 else:
                     self._end_early(a, "failed")
             if all(s.final for s in states):
-                self._pump(a)
+                # Its last output goes in with how it ended: one transaction.
+                tail, metrics = self._collect(a)
+                self._log_metrics(a, metrics)
                 del self._active[jid]
                 self._last_poll = float("-inf")  # a slot is free: look at the queue now
-                self._finish(a)
+                self._finish(a, tail)
 
     # -- when it ends --------------------------------------------------------------------------
 
-    def _finish(self, a: _Attempt) -> None:
+    def _finish(self, a: _Attempt, tail: list[tuple[int, int | None, str]] | None = None) -> None:
+        """Record how the attempt ended, with ``tail`` (its output not yet in the job's log)."""
         job, svc = a.job, self.service
+        tail = tail or []
         for r in a.ranks:
             forget = getattr(self.executor, "forget", None)
             if forget is not None:
                 with contextlib.suppress(Exception):
                     forget(r.task_id)
+        if a.ending in ("lost", "shutdown"):
+            svc.append_logs(job.id, tail)
         if a.ending == "lost":
             svc.note(job.id, job.attempt, "this worker lost the job's lease; it stopped its tasks")
             return
@@ -480,18 +534,18 @@ class JobWorker:
             report = svc.read_report(job.project, job.run_id)
         model_path = model_path if isinstance(model_path, str) else None
         if a.ending == "stop":
-            svc.note(job.id, job.attempt, f"stopped: {a.stop_reason or 'on request'}")
             svc.finish_attempt(
                 job.id,
                 self.owner,
                 status=JobStatus.stopped,
                 report=report,
                 model_artifact_path=model_path,
+                logs=tail,
+                note=f"stopped: {a.stop_reason or 'on request'}",
             )
             return
         if a.ending == "timeout":
             reason = f"ran past max_runtime_s ({job.spec.max_runtime_s:g} s)"
-            svc.note(job.id, job.attempt, f"attempt {job.attempt} {reason}; job failed")
             svc.finish_attempt(
                 job.id,
                 self.owner,
@@ -499,26 +553,23 @@ class JobWorker:
                 failure_reason=reason,
                 report=report,
                 model_artifact_path=model_path,
+                logs=tail,
+                note=f"attempt {job.attempt} {reason}; job failed",
             )
             return
         if statuses and all(s.state == TaskState.SUCCEEDED for s in statuses):
-            svc.note(job.id, job.attempt, f"attempt {job.attempt} completed")
             svc.finish_attempt(
                 job.id,
                 self.owner,
                 status=JobStatus.completed,
                 report=report,
                 model_artifact_path=model_path,
+                logs=tail,
+                note=f"attempt {job.attempt} completed",
             )
             return
         reason = _failure(a)
         retry = job.attempt < job.max_attempts
-        svc.note(
-            job.id,
-            job.attempt,
-            f"attempt {job.attempt} failed: {reason}"
-            + (f"; retrying (attempt {job.attempt + 1} of {job.max_attempts})" if retry else ""),
-        )
         svc.finish_attempt(
             job.id,
             self.owner,
@@ -527,6 +578,9 @@ class JobWorker:
             failure_reason=f"attempt {job.attempt}: {reason}" if retry else reason,
             report=report,
             model_artifact_path=model_path,
+            logs=tail,
+            note=f"attempt {job.attempt} failed: {reason}"
+            + (f"; retrying (attempt {job.attempt + 1} of {job.max_attempts})" if retry else ""),
         )
         if retry:
             self._wake.set()
