@@ -41,6 +41,8 @@ FAIL_FAST = 3
 # How often a running trial's objective history is read for the pruner: intermediate values
 # need no sub-second latency, and each read is a query per trial.
 HISTORY_EVERY_S = 0.5
+# The longest wait between two looks at the store for trials that ended.
+MAX_POLL_S = 0.5
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Running:
     run_id: str | None
     intermediate: dict[int, float] = field(default_factory=dict)
     read_at: float = 0.0  # when its metric history was last read (monotonic)
+    since: float = field(default_factory=time.monotonic)  # when this process began following it
 
 
 class Coordinator:
@@ -182,10 +185,23 @@ class Coordinator:
                 self._finish()
                 return
             # Until the next poll, or at once when a trial's job ends in this process.
-            assert self.svc.jobs is not None
-            self.svc.jobs.wait_for_end(
-                [r.job_id for r in self.running.values()], self.svc.poll_s, self.stop
-            )
+            interval = self._interval()
+            wait_for_end = getattr(self.svc.jobs, "wait_for_end", None)
+            if wait_for_end is not None:
+                wait_for_end([r.job_id for r in self.running.values()], interval, self.stop)
+            else:
+                self.stop.wait(interval)
+
+    def _interval(self) -> float:
+        """How long to wait before the next look at the store: ``poll_s`` while the trials are
+        young, then a twentieth of the youngest one's age (at most ``MAX_POLL_S``). A trial
+        whose job ends in this process is noticed at once anyway (``wait_for_end``); one ended
+        by a worker elsewhere costs at most about 5% of its run to notice, and a long search
+        does not query the store many times a second for nothing."""
+        if not self.running:
+            return self.svc.poll_s
+        youngest = time.monotonic() - max(r.since for r in self.running.values())
+        return min(max(self.svc.poll_s, youngest / 20), max(MAX_POLL_S, self.svc.poll_s))
 
     def _release(self) -> None:
         with self.db.write() as conn:

@@ -122,9 +122,9 @@ class TuningService:
         jobs: JobService | None = None,
         *,
         lease_s: float = 30.0,
-        # A poll is one query (which trial jobs ended), so it can be frequent: it bounds how
-        # long a slot stays idle between one trial's end and the next one's submit.
-        poll_s: float = 0.025,
+        # A poll is one query (which trial jobs ended); a trial ended by this process's worker
+        # wakes the coordinator at once, so this bounds only the wait for other workers.
+        poll_s: float = 0.05,
     ) -> None:
         self.db = db
         self.projects = projects
