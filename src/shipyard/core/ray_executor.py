@@ -333,8 +333,14 @@ class _RayTask:
 class RayExecutor:
     """Tasks on a Ray cluster; ``slots`` is the cluster's CPU count.
 
-    Ray queues what does not fit yet; a task that needs more CPUs or GPUs than the whole cluster
-    has is refused at submit (an autoscaling cluster should be joined when it has the nodes).
+    ``address``: None (or "local") starts a private local Ray with ``num_cpus`` CPUs (default:
+    this machine's); "auto", "host:port" or "ray://host:port" joins a cluster. ``preload``:
+    modules each Ray worker's fork server imports once (as ``LocalExecutor``'s), so a callable
+    task starts with them loaded; ``fork_server=False`` starts every task in a fresh interpreter.
+
+    Ray queues what does not fit yet; a task that needs more CPUs, GPUs or memory than the whole
+    cluster has is refused at submit (an autoscaling cluster should be joined when it has the
+    nodes).
     """
 
     def __init__(
