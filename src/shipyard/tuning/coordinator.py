@@ -161,6 +161,7 @@ class Coordinator:
                 if status is None:  # another process holds it now
                     return
                 if status == TuningJobStatus.stopping.value:
+                    self._flush()  # every submitted job's id is written, so it is stopped
                     self.svc.stop_trials(
                         self.project, self.tuning_job_id, "the tuning job was stopped"
                     )
@@ -204,6 +205,7 @@ class Coordinator:
         return min(max(self.svc.poll_s, youngest / 20), max(MAX_POLL_S, self.svc.poll_s))
 
     def _release(self) -> None:
+        self._flush()
         with self.db.write() as conn:
             conn.execute(
                 update(tuning_jobs)
@@ -226,6 +228,15 @@ class Coordinator:
             number, params = self.search.ask()
             self.unsaved.append(Running(number, params, None, None))
             free -= 1
+        new = self._flush()
+        for r in new:
+            self.running[r.number] = r
+        for r in new:  # one that fails is submitted again at the next poll (same key)
+            self._submit(r)
+
+    def _flush(self) -> list[Running]:
+        """Write the proposed trials and the pending row changes, in one transaction; returns
+        the trials it wrote (to be submitted)."""
         updates = self.pending
         if updates or self.unsaved:
             now = now_ms()
@@ -255,12 +266,9 @@ class Coordinator:
                         )
                         .values(**u)
                     )
-            self.pending = []
-        new, self.unsaved = self.unsaved, []
-        for r in new:
-            self.running[r.number] = r
-        for r in new:  # one that fails is submitted again at the next poll (same key)
-            self._submit(r)
+        self.pending = []
+        written, self.unsaved = self.unsaved, []
+        return written
 
     def _submit(self, r: Running) -> None:
         from shipyard.jobs.schemas import JobCreate
@@ -402,6 +410,7 @@ class Coordinator:
         if len(first) < min(FAIL_FAST, self.budget):
             return False
         reason = self._first_error()
+        self._flush()
         self.svc.stop_trials(self.project, self.tuning_job_id, "the tuning job failed")
         self.svc.finish(
             self.tuning_job_id,
