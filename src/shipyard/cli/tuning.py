@@ -78,7 +78,7 @@ def _progress(tj: Any, as_json: bool) -> Any:
     signal.signal(signal.SIGTERM, _term)
     try:
         if as_json:
-            return tj.wait(poll_s=0.3)
+            return tj.wait()
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

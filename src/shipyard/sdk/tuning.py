@@ -179,10 +179,12 @@ class TuningJob:
         self,
         timeout_s: float | None = None,
         on_progress: Progress | None = None,
-        poll_s: float = 0.5,
+        poll_s: float | None = None,
     ) -> TuningJob:
-        """Poll until the tuning job ends (or ``timeout_s`` passes: ``TimeoutError``)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        """Poll until the tuning job ends (or ``timeout_s`` passes: ``TimeoutError``). By
+        default the polls start 50 ms apart and slow down to 1 s as the search goes on."""
+        t0 = time.monotonic()
+        deadline = None if timeout_s is None else t0 + timeout_s
         backend, project = self.client.backend, self.client._ready()
         while True:
             info = backend.get_tuning_job(project, self.id, with_trials=False)
@@ -195,7 +197,9 @@ class TuningJob:
                 raise TimeoutError(
                     f"tuning job {self.id} is still {info.status.value} after {timeout_s} s"
                 )
-            time.sleep(poll_s)
+            time.sleep(
+                poll_s if poll_s is not None else min(1.0, 0.05 + (time.monotonic() - t0) / 20)
+            )
 
     def stop(self) -> TuningJob:
         self.info = self.client.backend.stop_tuning_job(self.client._ready(), self.id)
