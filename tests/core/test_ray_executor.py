@@ -454,3 +454,42 @@ def test_a_process_joins_through_ray_client(tmp_path: Path, ex: RayExecutor) -> 
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)
+
+
+def test_a_task_does_not_outlive_the_driver_that_submitted_it(
+    tmp_path: Path, ex: RayExecutor
+) -> None:
+    """A `shipyard worker` on a shared cluster is killed (SIGKILL, no clean-up): Ray ends the
+    tasks it owned and the runner's orphan guard ends their processes, in a second or two."""
+    import signal
+
+    import ray
+
+    marker = tmp_path / "orphan.pid"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from shipyard.core.executors import TaskSpec
+        from shipyard.core.ray_executor import RayExecutor
+        ex = RayExecutor({str(tmp_path / "driver")!r}, address={ray.get_runtime_context().gcs_address!r})
+        ex.submit(TaskSpec(target="{HERE}:wait_for_gate",
+                           args={{"marker": {str(marker)!r}, "gate": {str(tmp_path / "never")!r}}},
+                           env={{"PYTHONPATH": {ROOT!r}}}))
+        time.sleep(120)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        wait_for(marker.exists, 90, what="the task's start")
+        task_pid = int(marker.read_text())
+        assert alive(task_pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        wait_for(lambda: not alive(task_pid), 15, what="the orphaned task's end")
+    finally:
+        driver.kill()
+        driver.wait()
+    # The cluster is unharmed.
+    st = ex.wait(ex.submit(TaskSpec(target=f"{HERE}:add", args={"a": 1, "b": 1}, env=ENV)), 60)
+    assert st.state == TaskState.SUCCEEDED
