@@ -46,6 +46,16 @@ def test_tune_records_every_trial_as_a_run_and_reports_the_best(sy) -> None:  # 
         ["tuning"], f"tags.`shipyard.tuning_job_id` = '{tj.id}'", include_count=True
     )
     assert runs.count == 12
+    frame = tj.trials_dataframe()
+    assert list(frame.columns[:6]) == [
+        "number",
+        "state",
+        "objective",
+        "params.x",
+        "params.n",
+        "params.kind",
+    ]
+    assert len(frame) == 12 and frame["objective"].min() == pytest.approx(best.value)
     listed = sy.tuning.list(kind="function")
     assert [j.id for j in listed.data] == [tj.id]
     assert listed.data[0].trials_count.completed == 12 and listed.data[0].trials is None

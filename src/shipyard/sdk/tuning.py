@@ -171,6 +171,29 @@ class TuningJob:
             self.refresh()
         return list(self.info.trials or [])
 
+    def trials_dataframe(self) -> Any:
+        """The trials as a pandas DataFrame: number, state, the objective, one ``params.<name>``
+        column per parameter, the trial's run and job, and its start and end."""
+        import pandas as pd
+
+        metric = self.info.objective.metric
+        rows = [
+            {
+                "number": t.number,
+                "state": t.state.value,
+                metric: t.value,
+                **{f"params.{k}": v for k, v in t.params.items()},
+                "run_id": t.run_id,
+                "job_id": t.job_id,
+                "started_at": t.started_at,
+                "ended_at": t.ended_at,
+            }
+            for t in self.trials
+        ]
+        columns = ["number", "state", metric, *[f"params.{k}" for k in self.info.space]]
+        columns += ["run_id", "job_id", "started_at", "ended_at"]
+        return pd.DataFrame(rows, columns=columns)
+
     def refresh(self) -> TuningJob:
         self.info = self.client.backend.get_tuning_job(self.client._ready(), self.id)
         return self
