@@ -7,6 +7,7 @@ Runs in Shipyard's environment (scikit-learn, pandas, psutil); the servers run i
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -82,10 +83,10 @@ def train_models(work: Path) -> dict[str, BenchModel]:
         arr = np.asarray([row])
         expected = int(model.predict(pd.DataFrame(arr, columns=FEATURES))[0])
         out[key] = BenchModel(key, label, model, path, example_path, example, row, expected)
-        out[key].predict_ms = _time_ms(lambda m=model, a=arr: m.predict(a))
-        out[key].predict_cpu_ms = _time_ms(lambda m=model, a=arr: m.predict(a), cpu=True)
+        out[key].predict_ms = _time_ms(functools.partial(model.predict, arr))
+        out[key].predict_cpu_ms = _time_ms(functools.partial(model.predict, arr), cpu=True)
         one = pd.DataFrame(arr, columns=FEATURES)
-        out[key].predict_df_ms = _time_ms(lambda m=model, d=one: m.predict(d))
+        out[key].predict_df_ms = _time_ms(functools.partial(model.predict, one))
     return out
 
 
@@ -102,7 +103,7 @@ def _time_ms(fn: Callable[[], Any], n: int = 300, max_s: float = 3.0, cpu: bool 
             for _ in range(n):
                 fn()
             return (time.process_time() - c0) / n * 1000
-        times = []
+        times: list[float] = []
         t_end = time.perf_counter() + max_s
         while len(times) < n and (len(times) < 30 or time.perf_counter() < t_end):
             t = time.perf_counter()
@@ -160,9 +161,10 @@ def split_request(row: list[float]) -> Request:
 
 def start_until_predicts(
     server: Server, request: Request, expected: int, timeout_s: float = 300.0
-) -> float:
-    """Start ``server`` and return the seconds from ``Popen`` until its first successful
-    prediction (the cold start), checked against the in-process answer."""
+) -> tuple[float, float]:
+    """Start ``server``; return the seconds from ``Popen`` until its first successful
+    prediction (the cold start, checked against the in-process answer) and the CPU seconds
+    its process tree had used by then."""
     log = open(server.log_path or os.devnull, "wb")  # noqa: SIM115 - kept open for the child
     t0 = time.perf_counter()
     server.proc = subprocess.Popen(
@@ -186,12 +188,12 @@ def start_until_predicts(
             status, data = post(server.port, request.path, request.body, timeout=10)
             if status == 200:
                 elapsed = time.perf_counter() - t0
-                server.cold_cpu_s = tree_cpu_s(server.proc.pid)  # type: ignore[attr-defined]
+                cpu = tree_cpu_s(server.proc.pid)
                 got = int(request.read(json.loads(data)))
                 if got != expected:
                     raise RuntimeError(f"{server.name} predicted {got}, expected {expected}")
                 server.start_s = elapsed
-                return elapsed
+                return elapsed, cpu
             last = f"{status} {data[:200]!r}"
         except (OSError, http.client.HTTPException) as e:
             last = repr(e)
