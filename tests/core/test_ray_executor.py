@@ -423,6 +423,8 @@ def test_a_process_joins_through_ray_client(tmp_path: Path, ex: RayExecutor) -> 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # One server process for its clients ("legacy"): the "proxy" mode's spawn of a server per
+    # client was seen to die at start under load (Ray 2.60), which is Ray's, not the executor's.
     # Its log stays in tmp_path, for a failure to be read.
     with open(tmp_path / "client-server.log", "wb") as log:
         server = subprocess.Popen(
@@ -437,7 +439,7 @@ def test_a_process_joins_through_ray_client(tmp_path: Path, ex: RayExecutor) -> 
                 "--port",
                 str(port),
                 "--mode",
-                "proxy",
+                "legacy",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
