@@ -223,10 +223,25 @@ class Profiler:
     def _tree(self, root: Any) -> list[Any]:
         import psutil
 
-        try:
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
+        pids = _descendant_pids(root.pid)
+        if pids is None:  # no /proc/<pid>/task/<tid>/children: psutil scans every process
+            try:
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return []
+        if not root.is_running():
             return []
+        known = {p.pid: p for p in self._procs}
+        out = [root]
+        for pid in pids:
+            proc = known.get(pid)
+            if proc is None:
+                try:
+                    proc = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            out.append(proc)
+        return out
 
     def _memory(self, root: Any) -> int:
         """The tree's private memory, between full samples: over the processes the last
@@ -427,6 +442,35 @@ class Profiler:
                 }
             )
         return out
+
+
+def _descendant_pids(pid: int) -> list[int] | None:
+    """Every descendant of ``pid``, from the kernel's per-thread ``children`` lists: a few
+    file reads, where listing a tree through psutil reads every process on the machine. None
+    where the kernel has no such lists (not Linux, or built without them)."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        return None
+    out: list[int] = []
+    todo = [pid]
+    seen = {pid}
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    out.append(kid)
+                    todo.append(kid)
+    return out
 
 
 _PRIVATE_FIELDS = (b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:")
