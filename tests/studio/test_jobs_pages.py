@@ -226,6 +226,9 @@ def test_jobs_list_shows_each_job_filters_by_status_and_pages(yard: Yard, page: 
     page.locator('tr[data-job="churn-train"] [data-run-link]').click()
     page.wait_for_url("**/runs/**")
     assert page.locator("h1").inner_text().startswith("churn-train")
+    # ...and the run page links back to its job.
+    page.locator("#run-job").click()
+    page.wait_for_url(f"**/jobs/{yard.jobs['churn-train']}")
 
 
 # -- a job ------------------------------------------------------------------------------------
