@@ -456,3 +456,39 @@ def test_a_model_file_of_a_known_format_gets_a_manifest(tmp_path: Path) -> None:
     (tmp_path / "other" / "model.json").write_text('{"lr": 0.1}')
     assert ensure_manifest(tmp_path / "other") is None
     assert not (tmp_path / "other" / "shipyard-model.json").exists()
+
+
+FLAT_LOSS = """
+    import shipyard as sy
+    {init}
+    for step in range(8):
+        sy.log_metric("train/loss", 0.7, step=step)
+    sy.log_metric("accuracy", 0.5)
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "script with its own client", "command"])
+def test_the_rule_checks_see_what_the_job_logged_however_it_logged_it(
+    job: JobHarness, tmp_path: Path, how: str
+) -> None:
+    # The launcher checks the rules on the metrics that went through its own client (a
+    # script's sy.log_metric), without reading the run back; metrics logged by another client
+    # or another process (a command) are read back from the store. Either way the report
+    # names the loss that did not decrease, and the store holds the script's metrics and the
+    # profile's.
+    src = tmp_path / "src"
+    init = "sy.init()" if how == "script with its own client" else ""
+    write(src, "flat.py", FLAT_LOSS.format(init=init))
+    entry = ["python", "flat.py"] if how == "command" else "flat.py"
+    a = job.run({"entry_point": entry, "source_dir": str(src)})
+
+    assert a.status.state == TaskState.SUCCEEDED, a.log
+    flat = [f for f in a.report["findings"] if f["rule"] == "loss_not_decreasing"]
+    assert [f["details"]["metric"] for f in flat] == ["train/loss"]
+    assert flat[0]["details"]["points"] == 8
+    assert "shipyard: warning: loss not decreasing: 'train/loss'" in a.log
+    assert job.history("train/loss") == [0.7] * 8
+    run = job.get_run()
+    assert run.metrics["accuracy"].value == 0.5
+    assert any(k.startswith("profile/") for k in run.metrics)
+    assert "notes" not in a.report["summary"]

@@ -345,3 +345,45 @@ def test_workers_claiming_at_once_never_take_the_same_job(queue, project):
         claimed = list(pool.map(claim_all, ["w1", "w2", "w3", "w4"]))
     mine = [jid for got in claimed for jid in got if jid in ids]
     assert sorted(mine) == sorted(ids)  # every job once, none twice
+
+
+def test_a_job_that_ends_here_is_settled_and_seen_at_once(jobs, services, project):
+    """A worker that ticks only every 30 s still records a job as soon as its task ends (the
+    executor tells it), and a caller waiting in this process (a tuning job's coordinator)
+    wakes then, with the job's whole log written: its start, its output, its end."""
+    import threading
+
+    from shipyard.jobs.worker import JobWorker
+
+    jobs.on_submit = None  # no embedded worker: the slow one below runs the job
+    job = jobs.submit(project, spec(function=f"{FIX}:train", hyperparameters={"epochs": 2}))
+    other = jobs.submit(project, spec(function=f"{FIX}:sleep", hyperparameters={"seconds": 60}))
+    stop = threading.Event()
+    # Nothing ended yet: a wait times out, or returns when its stop event is set.
+    t0 = time.monotonic()
+    assert jobs.wait_for_end([job.id], 0.2) is False
+    assert time.monotonic() - t0 >= 0.2
+    stop.set()
+    t0 = time.monotonic()
+    assert jobs.wait_for_end([job.id], 30, stop) is False
+    assert time.monotonic() - t0 < 5
+
+    worker = JobWorker(jobs, services.executor, services.settings, tick_s=30, idle_poll_s=30)
+    t0 = time.monotonic()
+    worker.start()
+    try:
+        assert jobs.wait_for_end([job.id, None], 20) is True
+        elapsed = time.monotonic() - t0
+        done = jobs.get(project, job.id)
+        assert done.status == JobStatus.completed, done.failure_reason
+        assert elapsed < 15  # not at the worker's next tick, 30 s on
+        assert jobs.wait(project, job.id, timeout_s=1).status == JobStatus.completed
+        # The other job still runs: waiting on it alone times out.
+        assert jobs.wait_for_end([other.id], 0.1) is False
+    finally:
+        worker.stop()
+    lines = [ln for ln in log_text(jobs, project, job.id).splitlines() if ln]
+    assert lines[0].startswith("shipyard: attempt 1 of 1 starting on ")
+    assert "epoch=1 loss=0.0500 acc=0.60" in lines
+    assert lines[-1] == "shipyard: attempt 1 completed"
+    assert services.tracking.get_run(project, done.run_id).status.value == "FINISHED"
