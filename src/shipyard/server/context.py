@@ -29,17 +29,23 @@ _worker_lock = threading.Lock()
 def make_executor(settings: Settings) -> Executor:
     """The one executor of this process, shared by jobs, trials and batch shards: local
     subprocesses (a fork server preloads what they import) or a Ray cluster."""
+    preload = (
+        settings.executor_preload
+        if settings.executor_preload is not None
+        else (*SHARD_PRELOAD, *JOB_PRELOAD)
+    )
     if settings.executor == "ray":
         from shipyard.core.ray_executor import RayExecutor
 
-        return RayExecutor(settings.home / "tasks", settings.ray_address)
-    return LocalExecutor(
-        settings.home / "tasks",
-        settings.executor_slots,
-        preload=settings.executor_preload
-        if settings.executor_preload is not None
-        else (*SHARD_PRELOAD, *JOB_PRELOAD),
-    )
+        local = settings.ray_address in (None, "", "local")
+        return RayExecutor(
+            settings.home / "tasks",
+            settings.ray_address or None,
+            # A local Ray gets the slots asked for; a cluster has its own.
+            num_cpus=settings.executor_slots if local else None,
+            preload=preload,  # each Ray worker keeps a fork server with these imported
+        )
+    return LocalExecutor(settings.home / "tasks", settings.executor_slots, preload=preload)
 
 
 @dataclass
