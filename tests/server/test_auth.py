@@ -211,6 +211,11 @@ def _writes(t: Team) -> list[tuple[str, str, dict]]:
         ("POST", f"{p}/runs", {"json": {"experiment_id": t.experiment_id}}),
         ("PATCH", f"{p}/runs/{run}", {"json": {"status": "FINISHED"}}),
         ("POST", f"{p}/runs/{run}/batch", {"json": {"metrics": [metric]}}),
+        (
+            "POST",
+            f"{p}/runs/{run}/metrics",
+            {"json": {"keys": ["m"], "values": [1.0], "steps": [0], "timestamps": [1]}},
+        ),
         ("PUT", f"{p}/runs/{run}/tags/k", {"json": {"value": "v"}}),
         ("PUT", f"{p}/runs/{run}/artifacts/a.txt", {"content": b"data"}),
         ("POST", f"{p}/runs/{run}/inputs", {"json": []}),
