@@ -759,6 +759,7 @@ def main() -> None:
     ap.add_argument("--peers", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
     ap.add_argument("--models", default="lr,rf", help="lr, rf or both")
     ap.add_argument("--reps", type=int, help="log_model repetitions per tool (default 3)")
+    ap.add_argument("--keep-work", action="store_true", help="keep the working folder's files")
     ap.add_argument("--report", metavar="JSON", help="print the tables of an earlier run's file")
     args = ap.parse_args()
     if args.report:
@@ -842,6 +843,13 @@ def main() -> None:
     path.write_text(json.dumps({**meta, "results": results, "log_model": log_times}, indent=2))
 
     report(json.loads(path.read_text()))
+    if not args.keep_work:  # models, stores and environments' caches: keep only the logs
+        for child in work.iterdir():
+            if child.name != "logs":
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
     print()
     print(f"results: {path.relative_to(BENCH_DIR.parent)}; logs: {work / 'logs'}")
 
