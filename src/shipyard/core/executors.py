@@ -35,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -494,7 +495,9 @@ class _Forked:
 class _ForkServer:
     """``python -m shipyard.core.executors --fork-server <modules>``: imports the modules, then
     forks a task per request line. Lines back: ``ready``, ``started <id> <pid>``,
-    ``exit <pid> <code>``."""
+    ``done <pid> <code>`` (the task is over and its result written: what ends it here, a
+    process with a large memory image taking a while to exit) and ``exit <pid> <code>`` (once
+    it has; ignored after ``done``)."""
 
     def __init__(self, python: str, preload: list[str], log_path: Path) -> None:
         env = {**os.environ}
@@ -515,6 +518,7 @@ class _ForkServer:
         self._started: dict[str, Any] = {}
         self._children: dict[int, _Forked] = {}
         self._early: dict[int, int] = {}  # exits read before their "started" was handled
+        self._done: set[int] = set()  # said "done": their "exit" line is to be ignored
         if self._out.readline().strip() != b"ready":
             self.proc.kill()
             raise OSError("the executor's fork server did not start; see fork-server.log")
@@ -529,9 +533,15 @@ class _ForkServer:
                     slot = self._started.get(parts[1])
                 if slot is not None:
                     slot.put(int(parts[2]))
-            elif len(parts) == 3 and parts[0] == "exit":
+            elif len(parts) == 3 and parts[0] in ("done", "exit"):
                 pid, code = int(parts[1]), int(parts[2])
                 with self._lock:
+                    if parts[0] == "exit" and pid in self._done:
+                        # Already ended at its "done" (which always comes first).
+                        self._done.discard(pid)
+                        continue
+                    if parts[0] == "done":
+                        self._done.add(pid)
                     child = self._children.pop(pid, None)
                     if child is None:
                         self._early[pid] = code
@@ -594,9 +604,7 @@ class _ForkServer:
 
 
 def _fork_server_main(preload: list[str]) -> int:
-    """The fork server's loop: single-threaded, so that forking it is safe."""
-    import select
-
+    """The fork server: single-threaded, so that forking it is safe."""
     for name in preload:
         try:
             importlib.import_module(name)
@@ -607,16 +615,61 @@ def _fork_server_main(preload: list[str]) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # A task says "done" through this FIFO, opened only then (so that no process it started
+    # holds it): the server passes the line on before the task's process has finished exiting.
+    fifo_dir = tempfile.mkdtemp(prefix="shipyard-fork-")
+    fifo = os.path.join(fifo_dir, "done")
+    os.mkfifo(fifo, 0o600)
+    done_r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    done_w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # never at end of file
+    fds = (rfd, wfd, wake_r, wake_w, done_r, done_w)
     children: set[int] = set()
     buf = b""
+    done_buf = b""
     os.write(wfd, b"ready\n")
+    try:
+        return _fork_server_loop(rfd, wfd, wake_r, done_r, fifo, fds, children, buf, done_buf)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(fifo)
+            os.rmdir(fifo_dir)
+
+
+def _fork_server_loop(
+    rfd: int,
+    wfd: int,
+    wake_r: int,
+    done_r: int,
+    fifo: str,
+    fds: tuple[int, ...],
+    children: set[int],
+    buf: bytes,
+    done_buf: bytes,
+) -> int:
+    import select
+
     while True:
         try:
-            ready, _, _ = select.select([rfd, wake_r], [], [])
+            ready, _, _ = select.select([rfd, wake_r, done_r], [], [])
         except InterruptedError:  # pragma: no cover - select retries by itself since 3.5
             continue
         if wake_r in ready:
             os.read(wake_r, 4096)
+        # "done" lines first, always: a task writes its line before it exits, so passing them
+        # on before reaping keeps each task's "done" ahead of its "exit".
+        while True:
+            try:
+                chunk = os.read(done_r, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            done_buf += chunk
+        while b"\n" in done_buf:
+            line, done_buf = done_buf.split(b"\n", 1)
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"done" and int(parts[1]) in children:
+                os.write(wfd, line + b"\n")
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -638,9 +691,10 @@ def _fork_server_main(preload: list[str]) -> int:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             req = orjson.loads(line)
+            req["done_fifo"] = fifo
             pid = os.fork()
             if pid == 0:
-                _forked_task(req, (rfd, wfd, wake_r, wake_w))
+                _forked_task(req, fds)
             children.add(pid)
             os.write(wfd, f"started {req['id']} {pid}\n".encode())
 
@@ -684,6 +738,14 @@ def _forked_task(req: dict[str, Any], fds: tuple[int, ...]) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            # Over: say so now, not once the kernel has torn down this process's memory (a
+            # copy of the server's, preloaded libraries and all: tens of milliseconds).
+            fd = os.open(req["done_fifo"], os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, f"done {os.getpid()} {code & 0xFF}\n".encode())
+            finally:
+                os.close(fd)
         os._exit(code)
 
 
