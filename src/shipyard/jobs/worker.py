@@ -5,7 +5,10 @@ One thread drives every job this worker holds. For each attempt it submits one t
 second: copies new output of each task into the job's log, logs the metrics that the job's
 ``metric_definitions`` find in complete lines, renews the lease, honours stop requests and the
 job's ``max_runtime_s``, and when every rank has ended records the outcome: completed, a retry
-(back to the queue, the checkpoint folder kept), or failed/stopped with the reason.
+(back to the queue, the checkpoint folder kept), or failed/stopped with the reason. An executor
+that announces a task's end (``LocalExecutor.add_done_callback``) wakes the loop at once, so a
+short job is recorded within milliseconds of its end rather than at the next tick; the job's
+last output and the line saying how it ended are written with its outcome, in one transaction.
 
 The same worker runs embedded in ``shipyard server`` (and in a notebook's in-process SDK) and
 as ``shipyard worker``. Whichever runs, it also reaps jobs whose worker died (lease expired).
