@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,11 @@ def _jsonable(values: Any) -> list[Any]:
 # -- load ------------------------------------------------------------------------------------
 
 
+# Set by the model server's process before it loads anything (see ``skops_io``).
+LEAN_SKOPS = False
+_SKOPS_IMPORT = threading.Lock()
+
+
 def _untrusted_sklearn_types(names: list[str]) -> tuple[list[str], list[str]]:
     """Split skops' untrusted type names into (trusted by our allow-list, refused).
 
@@ -200,9 +206,35 @@ def _resolve(name: str) -> Any:
     return None
 
 
+def skops_io(lean: bool = False) -> Any:
+    """``skops.io``; with ``lean``, imported without its list of every scikit-learn estimator.
+
+    On import, ``skops.io`` builds its default trust list from ``sklearn.utils.all_estimators()``,
+    which imports every scikit-learn module (and pytest, through its testing helpers): about
+    0.3 CPU s and 20 MB more than a model needs. Shipyard always passes its own allow-list (every
+    class under ``sklearn.``, a superset of that default), so a model server, which loads models
+    only through ``load`` below, imports it lean: the same types are trusted and refused. Only a
+    process of Shipyard's own asks for it (it changes skops' default for the whole process).
+    """
+    if lean and "skops.io" not in sys.modules:
+        with _SKOPS_IMPORT:
+            if "skops.io" not in sys.modules:
+                import sklearn.utils
+
+                real = sklearn.utils.all_estimators
+                sklearn.utils.all_estimators = lambda *a, **k: []  # type: ignore[assignment]
+                try:
+                    import skops.io  # noqa: F401  (imported for its side effect)
+                finally:
+                    sklearn.utils.all_estimators = real
+    import skops.io as sio
+
+    return sio
+
+
 def load(flavor: str, path: Path, options: dict[str, Any]) -> Any:
     if flavor == "sklearn":
-        import skops.io as sio
+        sio = skops_io(lean=LEAN_SKOPS)
 
         trusted, refused = _untrusted_sklearn_types(sio.get_untrusted_types(file=path))
         if refused:

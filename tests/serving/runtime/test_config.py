@@ -120,3 +120,47 @@ def test_auth_token_is_required_when_set(
     assert r.status_code == 401
     r = rt.invoke(model_dirs.split(1), headers={"authorization": "Bearer s3cret"})
     assert r.status_code == 200
+
+
+def _plant(folder: Path, model: Any) -> None:
+    """Write ``model`` with skops into a model folder and re-sign its manifest (as someone with
+    write access to the store could)."""
+    import skops.io as sio
+
+    from shipyard.core.artifacts import sha256_file
+
+    (folder / "model.skops").write_bytes(sio.dumps(model))
+    manifest = json.loads((folder / "shipyard-model.json").read_text())
+    manifest["files"]["model.skops"] = sha256_file(folder / "model.skops")[0]
+    (folder / "shipyard-model.json").write_text(json.dumps(manifest))
+
+
+def test_the_server_loads_through_the_allow_list(
+    tmp_path: Path, model_dirs: ModelDirs, start_runtime: StartRuntime
+) -> None:
+    """The server imports skops without its own list of every estimator (a faster start): the
+    allow-list still decides. A function planted in a pipeline is refused; a pipeline of
+    scikit-learn classes from several modules loads and answers as in this process."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    from tests.conftest import free_port
+
+    planted = tmp_path / "planted"
+    shutil.copytree(model_dirs.lr, planted)
+    _plant(planted, make_pipeline(FunctionTransformer(func=json.dumps), model_dirs.lr_model))
+    p = _run(
+        {"endpoint": "e", "port": free_port(), "variants": [variant("blue", planted)]}, tmp_path
+    )
+    assert p.returncode == 1
+    assert "untrusted types json.dumps" in p.stderr.splitlines()[-1]
+
+    pipe = make_pipeline(StandardScaler(), model_dirs.rf_model.__class__(n_estimators=5))
+    pipe.fit(model_dirs.X, (model_dirs.X.f0 > 0).astype(int))
+    good = tmp_path / "pipeline"
+    shutil.copytree(model_dirs.lr, good)
+    _plant(good, pipe)
+    rt = start_runtime({"variants": [variant("blue", good)]})
+    r = rt.invoke(model_dirs.split(20))
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == pipe.predict(model_dirs.X.head(20)).tolist()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -60,6 +61,32 @@ def _rss() -> int:
         return int(psutil.Process().memory_info().rss)
 
 
+_LIBC: Any = None
+
+
+def _release_free_memory() -> None:
+    """Give the heap that loading left free back to the system.
+
+    Reading a model builds a parse tree several times the model's size (skops' nodes, the
+    zip's buffers); freed, those pages stay in glibc's heap and count in the process's RSS.
+    Measured on the 100-tree forest: +32 MB after the load, +15 MB after ``malloc_trim``
+    (pickle through joblib: +18 MB). No ``gc.collect()`` first: the parse tree is freed by
+    reference counting, and a full collection of a process holding scikit-learn, SciPy and
+    pandas costs about 0.08 CPU s.
+    """
+    global _LIBC
+    if _LIBC is False or not sys.platform.startswith("linux"):
+        return
+    try:
+        if _LIBC is None:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        _LIBC = False
+
+
 class Engine:
     def __init__(self) -> None:
         self.models: dict[str, Hosted] = {}
@@ -70,7 +97,10 @@ class Engine:
         self, key: str, path: str, name: str, version: str, trust_code: bool
     ) -> dict[str, Any]:
         """Load (verifying every file's sha256) and warm the model; return facts about it."""
+        from shipyard.models import flavors
         from shipyard.models.format import load_model
+
+        flavors.LEAN_SKOPS = True  # this process is a model server (flavors.skops_io)
 
         if key in self.models:
             return self.models[key].info
@@ -89,6 +119,7 @@ class Engine:
         )
         hosted.direct, hosted.order = _direct(loaded, plan)
         self._warm(hosted)
+        _release_free_memory()
         rss = max(_rss() - before, 0)
         disk = sum(
             os.path.getsize(os.path.join(path, f))
@@ -129,6 +160,7 @@ class Engine:
     def unload(self, key: str) -> None:
         if self.models.pop(key, None) is not None:
             gc.collect()
+            _release_free_memory()
 
     # -- batches -------------------------------------------------------------------------------
 

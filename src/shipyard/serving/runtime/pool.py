@@ -578,7 +578,12 @@ def preload_modules(flavors: set[str]) -> list[str]:
     """What the fork server imports ahead, so a new worker only forks and loads its model."""
     mods = ["numpy", "pandas", "orjson", "shipyard.models.format"]
     if "sklearn" in flavors:
-        mods += ["skops.io", "sklearn.linear_model", "sklearn.ensemble", "sklearn.tree"]
+        mods += [
+            "shipyard.serving.runtime.lean_skops",
+            "sklearn.linear_model",
+            "sklearn.ensemble",
+            "sklearn.tree",
+        ]
     if "lightgbm" in flavors:
         mods.append("lightgbm")
     if "xgboost" in flavors:
