@@ -308,6 +308,7 @@ class _Tracking:
         # Every metric row sent for the job's run from this process, by key.
         self._sent: dict[str, list[tuple[int, int, float | None]]] = {}
         self._sent_lock = threading.Lock()
+        self.user_code_started = threading.Event()
 
     def client(self) -> Any:
         with self._client_lock:
@@ -338,14 +339,19 @@ class _Tracking:
 
     def warm_up(self, share: bool) -> None:
         """Make the client in the background while the user's code starts (it opens the
-        store: a few hundred milliseconds); with ``share``, the fluent API (``sy.log_metric``
-        in the job's code) gets this client too, rather than opening the store again."""
+        store: tens of milliseconds); with ``share``, the fluent API (``sy.log_metric`` in the
+        job's code) gets this client too, rather than opening the store again. The work
+        begins once ``user_code_started`` is set, so that it does not hold the interpreter
+        lock while the user's code is being started (the job's code asking for the client
+        before then makes it at once)."""
         if share:
             from shipyard.sdk import fluent
 
             fluent._default_client = self.client
 
         def work() -> None:
+            self.user_code_started.wait(1.0)
+            time.sleep(0.002)  # the user's first statements run first: they need no client
             with contextlib.suppress(Exception):
                 self.client()._ready()
 
@@ -709,6 +715,7 @@ class _Launch:
         if src not in sys.path:
             sys.path.insert(0, src)
         self.user_running = True
+        self.tracking.user_code_started.set()
         try:
             if self.memory_reason is not None:  # over the limit before the code even started
                 raise MemoryLimitExceeded(self.memory_reason)
