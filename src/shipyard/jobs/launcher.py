@@ -50,6 +50,7 @@ from shipyard.jobs.algorithms import ALGORITHMS  # names only: the module import
 
 # Metrics from the profiler (and built-in algorithms) are sent in batches this often.
 METRICS_FLUSH_S = 5.0
+METRICS_MAX_BATCH = 20_000  # rows in one request to the store
 # After the memory limit interrupts user code running in this process, how long it has to
 # unwind before the process is killed outright.
 MEMORY_KILL_GRACE_S = 5.0
@@ -387,19 +388,20 @@ class _Tracking:
         return [r for _, batch in unsent for r in batch] + rows
 
     def flush(self) -> None:
-        """Send what is buffered, one batch; a batch that failed is sent again under its id."""
+        """Send what is buffered (in batches of at most ``METRICS_MAX_BATCH`` rows); a batch
+        that failed is sent again under its id."""
         import uuid
 
         with self._send_lock:
             with self._lock:
                 batches, self._unsent = self._unsent, []
-                if self._pending:
-                    batches.append((uuid.uuid4().hex, self._pending))
-                    self._pending = []
-            for n, (batch_id, rows) in enumerate(batches):
+                rows, self._pending = self._pending, []
+            for i in range(0, len(rows), METRICS_MAX_BATCH):
+                batches.append((uuid.uuid4().hex, rows[i : i + METRICS_MAX_BATCH]))
+            for n, (batch_id, batch) in enumerate(batches):
                 try:
                     self.client().backend.log_batch(
-                        self.project, self.run_id, metrics=rows, batch_id=batch_id
+                        self.project, self.run_id, metrics=batch, batch_id=batch_id
                     )
                 except BaseException:
                     with self._lock:
