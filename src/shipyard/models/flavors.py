@@ -206,6 +206,69 @@ def _resolve(name: str) -> Any:
     return None
 
 
+class _FastWhichmodule:
+    """While ``skops.io`` imports: its ``whichmodule`` answering as before, about 5x faster.
+
+    At import, skops names each of SciPy's 230 special ufuncs (they have no ``__module__``) by
+    looking for it in every loaded module, in import order, with a ``getattr`` that raises and
+    catches an ``AttributeError`` in nearly all of them: about 0.13 CPU s in a model server's
+    1,700 modules. This finder (it finds nothing) swaps in, just before skops' trust lists are
+    computed, a search that reads a plain module's ``__dict__`` instead and keeps ``getattr``
+    for any module that could answer otherwise (a module ``__getattr__``, a module subclass,
+    a name the module type itself defines): the same first match, so the same names.
+    """
+
+    def __init__(self) -> None:
+        self.utils: Any = None
+        self.real: Any = None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname == "skops.io._trusted_types" and self.utils is None:
+            utils = sys.modules.get("skops.io._utils")
+            real = getattr(utils, "whichmodule", None)
+            if real is not None:
+                self.utils, self.real = utils, real
+                utils.whichmodule = self._make(real)  # type: ignore[union-attr]
+        return None
+
+    def restore(self) -> None:
+        if self.utils is not None:
+            self.utils.whichmodule = self.real
+
+    @staticmethod
+    def _make(real: Any) -> Any:
+        import types
+        import warnings
+
+        module_type = types.ModuleType
+        type_attrs = set(dir(module_type))
+        missing = object()
+
+        def whichmodule(obj: Any, name: str) -> str:
+            module_name = getattr(obj, "__module__", None)
+            if module_name is not None:
+                return str(module_name)
+            if "." in name or name in type_attrs:
+                return str(real(obj, name))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for module_name, module in sys.modules.copy().items():
+                    if module_name in ("__main__", "__mp_main__") or module is None:
+                        continue
+                    d = module.__dict__ if type(module) is module_type else None
+                    found = missing if d is None else d.get(name, missing)
+                    if found is missing and (d is None or "__getattr__" in d):
+                        try:
+                            found = getattr(module, name, None)
+                        except (AttributeError, ImportError):
+                            continue
+                    if found is obj:
+                        return str(module_name)
+            return "__main__"
+
+        return whichmodule
+
+
 def skops_io(lean: bool = False) -> Any:
     """``skops.io``; with ``lean``, imported without its list of every scikit-learn estimator.
 
@@ -223,10 +286,14 @@ def skops_io(lean: bool = False) -> Any:
 
                 real = sklearn.utils.all_estimators
                 sklearn.utils.all_estimators = lambda *a, **k: []  # type: ignore[assignment]
+                hook = _FastWhichmodule()
+                sys.meta_path.insert(0, hook)
                 try:
                     import skops.io  # noqa: F401  (imported for its side effect)
                 finally:
                     sklearn.utils.all_estimators = real
+                    sys.meta_path.remove(hook)
+                    hook.restore()
     import skops.io as sio
 
     return sio

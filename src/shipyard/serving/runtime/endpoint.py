@@ -76,7 +76,10 @@ class EndpointRuntime:
         flavors = {self._flavor_of(s) for s in cfg.all_models()}
         if cfg.multi_model is not None:
             flavors |= _flavors_under(cfg.multi_model.models_dir)
-        self.pool = Pool(pool_settings(cfg, self.mode, preload_modules(flavors)), log)
+        preload = preload_modules(flavors)
+        if not cfg.trust_code:
+            preload.insert(0, "shipyard.serving.runtime.no_pyarrow")
+        self.pool = Pool(pool_settings(cfg, self.mode, preload), log)
         self.routing = Routing(cfg.endpoint, [], None)
         self.multi: MultiModels | None = None
         self.capture: CaptureWriter | None = None
