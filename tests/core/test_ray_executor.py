@@ -177,7 +177,8 @@ def test_cancel_stops_a_running_task_and_its_children(ex: RayExecutor, tmp_path:
     tid = ex.submit(TaskSpec(command=[sys.executable, "-c", script]))
     wait_for(marker.exists, what="the task's child", debug=lambda: (ex.status(tid), ex.logs(tid)))
     child = int(marker.read_text())
-    assert ex.status(tid).state == TaskState.RUNNING
+    # The node's start notice reaches this process a poll later than the child's marker can.
+    wait_for(lambda: ex.status(tid).state == TaskState.RUNNING, 10, what="RUNNING")
     t0 = time.monotonic()
     st = ex.cancel(tid)
     assert st.state == TaskState.CANCELLED
