@@ -30,11 +30,14 @@ class Hammer:
     def _run(self) -> None:
         with httpx.Client(base_url=self.rt.url, timeout=30) as c:
             while not self.stop.is_set():
+                # Stamped when sent: a request sent before a reload answered may be answered
+                # by the old variant after it (it was in flight); one sent after may not.
+                sent = time.monotonic()
                 try:
                     r = c.post("/invocations", json=self.payload)
-                    item = (time.monotonic(), r.status_code, r.headers.get("x-shipyard-variant"))
+                    item = (sent, r.status_code, r.headers.get("x-shipyard-variant"))
                 except httpx.HTTPError as e:
-                    item = (time.monotonic(), -1, repr(e))
+                    item = (sent, -1, repr(e))
                 with self.lock:
                     self.results.append(item)
 
