@@ -32,3 +32,45 @@ def test_keys_on_one_model_folder_share_one_copy(tmp_path: Path, model_dirs: Mod
         f.write(b"planted")
     with pytest.raises(ModelRefused, match="sha256 of model.skops does not match"):
         engine.load("red#4", str(folder), "fraud", "1", False)
+
+
+_TRUST_LISTS = """
+import json, sys
+from shipyard.models import flavors
+if sys.argv[1] == "lean":
+    flavors.skops_io(lean=True)
+else:
+    import skops.io
+import skops.io._trusted_types as t
+names = {k: getattr(t, k) for k in dir(t) if k.endswith("_TYPE_NAMES")}
+if sys.argv[1] == "full":
+    refused = flavors._untrusted_sklearn_types(names["SKLEARN_ESTIMATOR_TYPE_NAMES"])[1]
+    names["refused"] = refused
+print(json.dumps(names))
+"""
+
+
+def test_the_lean_skops_import_trusts_what_the_full_one_does() -> None:
+    """The model server imports skops without its list of every estimator, and with a faster
+    search for SciPy's ufuncs: every other trust list is the same, and every estimator in the
+    skipped list is trusted by Shipyard's own allow-list, so the same files load and fail."""
+    import json
+    import subprocess
+    import sys
+
+    def lists(mode: str) -> dict[str, list[str]]:
+        out = subprocess.run(
+            [sys.executable, "-c", _TRUST_LISTS, mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        return dict(json.loads(out))
+
+    lean, full = lists("lean"), lists("full")
+    assert lean.pop("SKLEARN_ESTIMATOR_TYPE_NAMES") == []
+    assert len(full.pop("SKLEARN_ESTIMATOR_TYPE_NAMES")) > 100
+    assert full.pop("refused") == []
+    assert len(lean["SCIPY_UFUNC_TYPE_NAMES"]) > 100
+    assert lean == full

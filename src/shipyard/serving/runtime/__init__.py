@@ -18,6 +18,8 @@ lane, and hands batches to model workers; the workers decode, validate, predict 
     meta.py        model metadata read from a manifest, without loading the model
     config.py      the config file and its checks
     wire.py        content types and the error body (shared, no numpy)
+    lean_skops.py  skops imported without its list of every estimator (the allow-list decides)
+    no_pyarrow.py  pandas without PyArrow, for a server that trusts no model code
 
 Worker mode. With ``max_workers`` 1 (``worker_mode: "auto"``) the model runs in one thread of
 the server process; with more, in worker processes forked from a fork server that preloaded
