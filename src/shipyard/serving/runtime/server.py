@@ -45,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
 
-    if not cfg.trust_code:
-        import shipyard.serving.runtime.no_pyarrow  # noqa: F401
-
     import uvicorn
 
     from shipyard.core.nodelay import nodelay_http_protocol

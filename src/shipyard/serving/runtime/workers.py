@@ -131,7 +131,14 @@ class BaseWorker:
         """Stop now, whatever it is doing (a batch past its time)."""
 
 
-def _new_engine() -> Any:
+_NO_PYARROW = "shipyard.serving.runtime.no_pyarrow"
+
+
+def _new_engine(no_pyarrow: bool = False) -> Any:
+    if no_pyarrow:  # before anything imports pandas (see no_pyarrow.py)
+        import importlib
+
+        importlib.import_module(_NO_PYARROW)
     from shipyard.serving.runtime.engine import Engine
 
     return Engine()
@@ -147,7 +154,9 @@ class ThreadWorker(BaseWorker):
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="shipyard-model")
         self.loop = asyncio.get_running_loop()
         # numpy and the model libraries are imported in the model thread, not on the event loop.
-        self.engine = await self.loop.run_in_executor(self.executor, _new_engine)
+        self.engine = await self.loop.run_in_executor(
+            self.executor, _new_engine, _NO_PYARROW in self.pool.s.preload
+        )
 
     async def load(self, spec: LoadSpec) -> dict[str, Any]:
         info = await self.loop.run_in_executor(
