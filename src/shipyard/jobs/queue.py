@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -75,11 +75,26 @@ class QueueMixin:
     # what lets a caller in this process (a tuning job's coordinator) react at once.
     _ended: dict[str, None]
     _ended_cv: threading.Condition
+    # Jobs a worker in this process claimed and has not given back: how they end is written
+    # here, so a waiter here is woken (``wait_for_end``) and need not poll the store often.
+    _held_here: set[str]
+
+    def held_here(self, job_ids: Collection[str | None]) -> bool:
+        """Whether every one of ``job_ids`` is held by a worker in this process: its end (or
+        its return to the queue) will wake ``wait_for_end`` here."""
+        with self._ended_cv:
+            return all(j is not None and j in self._held_here for j in job_ids)
+
+    def _given_back(self, job_id: str) -> None:
+        with self._ended_cv:
+            self._held_here.discard(job_id)
+            self._ended_cv.notify_all()
 
     def _job_ended(self, job_id: str) -> None:
         """Record that ``job_id`` became final here (after the write committed)."""
         with self._ended_cv:
             self._ended[job_id] = None
+            self._held_here.discard(job_id)
             while len(self._ended) > ENDED_MEMORY:
                 del self._ended[next(iter(self._ended))]
             self._ended_cv.notify_all()
@@ -156,6 +171,8 @@ class QueueMixin:
             line = note(job) if note is not None else None
             if line:
                 _insert_line(conn, job.id, job.attempt, line)
+        with self._ended_cv:
+            self._held_here.add(job.id)
         return job
 
     def mark_running(self, job_id: str, owner: str) -> None:
@@ -281,12 +298,10 @@ class QueueMixin:
         new = JobStatus.queued if retry else status
         row = self._held(job_id, owner)
         if row is None:
+            self._given_back(job_id)
             with contextlib.suppress(IntegrityError):  # the job was deleted meanwhile
                 self.append_logs(job_id, logs)
             return None
-        if new.final:
-            # The run first: whoever sees the job final finds its run ended too.
-            self._end_run(self.projects.project_name(row.project_id), row.run_id, new)
         now = now_ms()
         values: dict[str, Any] = {
             "status": new.value,
@@ -317,6 +332,13 @@ class QueueMixin:
                         )
                         .values(**values)
                     ).rowcount
+                    if n and new.final and row.run_id:
+                        # In the same commit: whoever sees the job final finds its run ended
+                        # too (a deleted run is no reason to fail: the job's status is what
+                        # matters).
+                        self.tracking.end_run_in(
+                            conn, row.project_id, row.run_id, _RUN_STATUS[new], now
+                        )
                     if n and note:
                         _insert_line(conn, job_id, row.attempt, note)
                 break
@@ -326,6 +348,8 @@ class QueueMixin:
                     raise
         if n and new.final:
             self._job_ended(job_id)
+        else:
+            self._given_back(job_id)
         return new if n else None
 
     def _held(self, job_id: str, owner: str) -> Any:
@@ -339,6 +363,7 @@ class QueueMixin:
     def requeue(self, job_id: str, owner: str, note: str | None = None) -> bool:
         """Give a job back to the queue without counting the attempt (this worker is shutting
         down). A stop asked for meanwhile makes it ``stopped`` instead."""
+        self._given_back(job_id)
         row = self._held(job_id, owner)
         if row is None:
             return False

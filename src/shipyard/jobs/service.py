@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipyard.core.db import Database
@@ -71,13 +71,25 @@ class JobService(QueueMixin):
         self.on_submit: Callable[[], object] | None = None
         self._ended = {}
         self._ended_cv = threading.Condition()
+        self._held_here = set()
 
     # -- the API -------------------------------------------------------------------------------
 
-    def submit(self, project: str, body: JobCreate, created_by: str | None = None) -> Job:
+    def submit(
+        self,
+        project: str,
+        body: JobCreate,
+        created_by: str | None = None,
+        *,
+        also: Callable[[Connection, str, str], object] | None = None,
+    ) -> Job:
         """Queue a job and create its run. The same ``idempotency_key`` in a project returns the
         job made first, whatever the rest of the body says. Raises ``NotFound`` for a missing
-        project; the schema has already refused bad fields."""
+        project; the schema has already refused bad fields.
+
+        ``also(conn, job_id, run_id)`` writes the caller's own rows in the same transaction (a
+        tuning job's trial rows): called only when this call makes the job, not when an earlier
+        one with the same key is returned."""
         pid = self.projects.project_id(project)
         if body.idempotency_key:
             found = self._by_key(pid, body.idempotency_key)
@@ -95,20 +107,15 @@ class JobService(QueueMixin):
         tags = {**body.tags, "shipyard.job_id": job_id, "shipyard.job_name": name}
         if body.tuning_job_id:
             tags["shipyard.tuning_job_id"] = body.tuning_job_id
-        run = self.tracking.create_run(
-            project,
-            validate(RunCreate, experiment_id=exp_id, name=name[:256], tags=tags),
-            created_by=created_by,
-        )
-        if body.hyperparameters:
-            self.tracking.log_batch(
-                project,
-                run.id,
-                params=[(k, _param(v)) for k, v in body.hyperparameters.items()],
-            )
-        now = now_ms()
+        params = [(k, _param(v)) for k, v in body.hyperparameters.items()]
+        run_body = validate(RunCreate, experiment_id=exp_id, name=name[:256], tags=tags)
         try:
+            # The run, its params and the job: one commit (a job is never seen without its run).
             with self.db.write() as conn:
+                now = now_ms()
+                run = self.tracking.create_run_in(
+                    conn, pid, project, run_body, created_by=created_by, params=params
+                )
                 conn.execute(
                     jobs.insert().values(
                         id=job_id,
@@ -130,9 +137,10 @@ class JobService(QueueMixin):
                         updated_at=now,
                     )
                 )
+                if also is not None:
+                    also(conn, job_id, run.id)
         except IntegrityError:
-            # The same key, submitted twice at once: the other one won; its run is the run.
-            self.tracking.delete_run(project, run.id)
+            # The same key, submitted twice at once: the other one won (this run was not kept).
             found = self._by_key(pid, body.idempotency_key) if body.idempotency_key else None
             if found is None:
                 raise

@@ -523,6 +523,7 @@ class JobWorker:
         if a.ending in ("lost", "shutdown"):
             svc.append_logs(job.id, tail)
         if a.ending == "lost":
+            svc._given_back(job.id)  # how it ends is another process's to write
             svc.note(job.id, job.attempt, "this worker lost the job's lease; it stopped its tasks")
             return
         if a.ending == "shutdown":

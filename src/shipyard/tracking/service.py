@@ -308,56 +308,82 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
 
     def create_run(self, project: str, body: RunCreate, created_by: str | None = None) -> RunPublic:
         pid = self.projects.project_id(project)
+        with self.db.write() as conn:
+            return self.create_run_in(conn, pid, project, body, created_by)
+
+    def create_run_in(
+        self,
+        conn: Connection,
+        pid: str,
+        project: str,
+        body: RunCreate,
+        created_by: str | None = None,
+        params: Iterable[tuple[str, object]] = (),
+    ) -> RunPublic:
+        """``create_run`` inside the caller's write transaction ``conn`` (``pid`` is the
+        project's id), with its ``params`` logged in the same transaction: for a caller that
+        writes its own rows beside the run (a job and its run are one commit)."""
+        prows: dict[str, str] = {}
+        for key, pval in params:
+            _check_key(key, "params.key")
+            v = _check_value(key, pval, MAX_PARAM, "params")
+            if key in prows and prows[key] != v:
+                raise InvalidArgument.for_field(
+                    f"params.{key}", "given twice with different values"
+                )
+            prows[key] = v
         now = now_ms()
         rid = new_id()
         start = dt_to_ms(body.start_time) if body.start_time else now
         name = body.name or f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{rid[-3:]}"
-        with self.db.write() as conn:
-            exp = conn.execute(
-                select(experiments.c.lifecycle).where(
-                    experiments.c.id == body.experiment_id, experiments.c.project_id == pid
-                )
-            ).first()
-            if exp is None:
-                raise NotFound(
-                    f"experiment {body.experiment_id!r} not found in project {project!r}",
-                    {"field": "experiment_id"},
-                )
-            if exp.lifecycle != "active":
-                raise InvalidArgument.for_field(
-                    "experiment_id", "the experiment is deleted; restore it first"
-                )
-            if body.parent_run_id is not None:
-                parent = conn.execute(
-                    select(runs.c.id).where(
-                        runs.c.id == body.parent_run_id, runs.c.project_id == pid
-                    )
-                ).first()
-                if parent is None:
-                    raise NotFound(
-                        f"parent run {body.parent_run_id!r} not found", {"field": "parent_run_id"}
-                    )
-            conn.execute(
-                runs.insert().values(
-                    id=rid,
-                    project_id=pid,
-                    experiment_id=body.experiment_id,
-                    parent_run_id=body.parent_run_id,
-                    name=name,
-                    status=RunStatus.RUNNING.value,
-                    start_time=start,
-                    end_time=None,
-                    lifecycle="active",
-                    created_by=created_by,
-                    created_at=now,
-                    updated_at=now,
-                )
+        exp = conn.execute(
+            select(experiments.c.lifecycle).where(
+                experiments.c.id == body.experiment_id, experiments.c.project_id == pid
             )
-            if body.tags:
-                conn.execute(
-                    run_tags.insert(),
-                    [{"run_id": rid, "key": k, "value": v} for k, v in body.tags.items()],
+        ).first()
+        if exp is None:
+            raise NotFound(
+                f"experiment {body.experiment_id!r} not found in project {project!r}",
+                {"field": "experiment_id"},
+            )
+        if exp.lifecycle != "active":
+            raise InvalidArgument.for_field(
+                "experiment_id", "the experiment is deleted; restore it first"
+            )
+        if body.parent_run_id is not None:
+            parent = conn.execute(
+                select(runs.c.id).where(runs.c.id == body.parent_run_id, runs.c.project_id == pid)
+            ).first()
+            if parent is None:
+                raise NotFound(
+                    f"parent run {body.parent_run_id!r} not found", {"field": "parent_run_id"}
                 )
+        conn.execute(
+            runs.insert().values(
+                id=rid,
+                project_id=pid,
+                experiment_id=body.experiment_id,
+                parent_run_id=body.parent_run_id,
+                name=name,
+                status=RunStatus.RUNNING.value,
+                start_time=start,
+                end_time=None,
+                lifecycle="active",
+                created_by=created_by,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if body.tags:
+            conn.execute(
+                run_tags.insert(),
+                [{"run_id": rid, "key": k, "value": v} for k, v in body.tags.items()],
+            )
+        if prows:
+            conn.execute(
+                run_params.insert(),
+                [{"run_id": rid, "key": k, "value": v} for k, v in prows.items()],
+            )
         # A new run holds exactly what was just written: no need to read it back.
         return RunPublic(
             id=rid,
@@ -370,7 +396,7 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             end_time=None,
             lifecycle=Lifecycle.active,
             created_by=created_by,
-            params={},
+            params=prows,
             tags=dict(body.tags),
             metrics={},
             inputs=[],
@@ -523,6 +549,26 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             self._run_check(conn, pid, run_id, active=False)
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
         return self.get_run(project, run_id)
+
+    def end_run_in(
+        self, conn: Connection, pid: str, run_id: str, status: RunStatus, end_time_ms: int
+    ) -> bool:
+        """Set a run's final ``status`` and end time inside the caller's write transaction
+        ``conn`` (``pid`` is the project's id), as ``update_run`` does; False when there is no
+        such run (``update_run`` raises NotFound there)."""
+        if (
+            conn.execute(
+                select(runs.c.id).where(runs.c.id == run_id, runs.c.project_id == pid)
+            ).first()
+            is None
+        ):
+            return False
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(status=status.value, end_time=end_time_ms, updated_at=now_ms())
+        )
+        return True
 
     def _set_lifecycle(self, project: str, run_ids: list[str], lifecycle: str) -> None:
         pid = self.projects.project_id(project)

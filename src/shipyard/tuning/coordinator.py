@@ -7,10 +7,11 @@ writes the tuning job only while it holds its lease (``owner``): a coordinator t
 lease stands down.
 
 Per poll it reads, for each running trial, the job (its status) and the objective metric's
-history from the trial's run; the trial rows that changed are written back in one transaction.
-A trial row is inserted before its job is submitted, and the job carries an idempotency key made
-of the tuning job and the trial number, so a coordinator that died between the two submits the
-same job again on resume instead of a second one.
+history from the trial's run; the trial rows that changed are written back in one transaction,
+the one that queues the next trial's job when there is one (its row and its job go in together).
+The job carries an idempotency key made of the tuning job and the trial number, so a coordinator
+that resumes a trial whose row was written without its job id submits the same job again
+instead of a second one.
 """
 
 from __future__ import annotations
@@ -201,8 +202,15 @@ class Coordinator:
         does not query the store many times a second for nothing."""
         if not self.running:
             return self.svc.poll_s
+        slowest = max(MAX_POLL_S, self.svc.poll_s)
+        assert self.svc.jobs is not None
+        if self.svc.jobs.held_here([r.job_id for r in self.running.values()]):
+            # Every running trial's job is run by a worker in this process: its end wakes us.
+            # The store is looked at for what another process may write (a stop, the reaper),
+            # and for the metric history early stopping reads.
+            return slowest
         youngest = time.monotonic() - max(r.since for r in self.running.values())
-        return min(max(self.svc.poll_s, youngest / 20), max(MAX_POLL_S, self.svc.poll_s))
+        return min(max(self.svc.poll_s, youngest / 20), slowest)
 
     def _release(self) -> None:
         self._flush()
@@ -220,55 +228,62 @@ class Coordinator:
 
     def _step(self) -> None:
         """One turn: see which trials ended (``_poll``), propose trials for the free slots, and
-        write both in one transaction; then submit the new trials' jobs. Each trial row is
-        written before its job is submitted, and its job id with the next turn's write."""
+        submit their jobs. The trial rows (the new ones, the changed ones, and the new job's id)
+        are written in the transaction that queues the job: one commit per trial, and never a
+        job without its trial row. With nothing to submit, the changed rows are written alone."""
         self._poll()
-        free = self.spec.max_parallel - len(self.running) - len(self.unsaved)
+        free = self.spec.max_parallel - len(self.running)
         while free > 0 and self.search.next_number < self.budget:
             number, params = self.search.ask()
-            self.unsaved.append(Running(number, params, None, None))
+            r = Running(number, params, None, None)
+            self.unsaved.append(r)
+            self.running[number] = r
             free -= 1
-        new = self._flush()
-        for r in new:
-            self.running[r.number] = r
-        for r in new:  # one that fails is submitted again at the next poll (same key)
+        waiting = [r for r in self.running.values() if r.job_id is None]
+        if not waiting:
+            self._flush()
+        for r in waiting:  # one that fails is submitted again at the next poll (same key)
             self._submit(r)
 
-    def _flush(self) -> list[Running]:
-        """Write the proposed trials and the pending row changes, in one transaction; returns
-        the trials it wrote (to be submitted)."""
-        updates = self.pending
-        if updates or self.unsaved:
-            now = now_ms()
+    def _flush(self) -> None:
+        """Write the proposed trials and the pending row changes, in one transaction."""
+        if self.pending or self.unsaved:
             with self.db.write() as conn:
-                if self.unsaved:
-                    conn.execute(
-                        tuning_trials.insert(),
-                        [
-                            {
-                                "tuning_job_id": self.tuning_job_id,
-                                "number": r.number,
-                                "params": orjson.dumps(r.params).decode(),
-                                "state": TrialState.running.value,
-                                "started_at": now,
-                            }
-                            for r in self.unsaved
-                        ],
-                    )
-                for u in updates:
-                    u = dict(u)
-                    number = u.pop("number")
-                    conn.execute(
-                        update(tuning_trials)
-                        .where(
-                            tuning_trials.c.tuning_job_id == self.tuning_job_id,
-                            tuning_trials.c.number == number,
-                        )
-                        .values(**u)
-                    )
+                self._write_rows(conn)
+            self._written()
+
+    def _write_rows(self, conn: Any, extra: dict[str, Any] | None = None) -> None:
+        """The proposed trials' rows and the pending changes (and ``extra``), in ``conn``."""
+        now = now_ms()
+        if self.unsaved:
+            conn.execute(
+                tuning_trials.insert(),
+                [
+                    {
+                        "tuning_job_id": self.tuning_job_id,
+                        "number": r.number,
+                        "params": orjson.dumps(r.params).decode(),
+                        "state": TrialState.running.value,
+                        "started_at": now,
+                    }
+                    for r in self.unsaved
+                ],
+            )
+        for u in [*self.pending, *([extra] if extra else [])]:
+            u = dict(u)
+            number = u.pop("number")
+            conn.execute(
+                update(tuning_trials)
+                .where(
+                    tuning_trials.c.tuning_job_id == self.tuning_job_id,
+                    tuning_trials.c.number == number,
+                )
+                .values(**u)
+            )
+
+    def _written(self) -> None:
         self.pending = []
-        written, self.unsaved = self.unsaved, []
-        return written
+        self.unsaved = []
 
     def _submit(self, r: Running) -> None:
         from shipyard.jobs.schemas import JobCreate
@@ -287,11 +302,20 @@ class Coordinator:
             "shipyard.tuning_job_id": self.tuning_job_id,
             "shipyard.trial": str(r.number),
         }
+        wrote: list[str] = []
+
+        def also(conn: Any, job_id: str, run_id: str) -> None:
+            self._write_rows(conn, {"number": r.number, "job_id": job_id, "run_id": run_id})
+            wrote.append(job_id)
+
         job = self.svc.jobs.submit(
-            self.project, JobCreate.model_validate(body), created_by=self.created_by
+            self.project, JobCreate.model_validate(body), created_by=self.created_by, also=also
         )
         r.job_id, r.run_id = job.id, job.run_id
-        self.pending.append({"number": r.number, "job_id": job.id, "run_id": job.run_id})
+        if job.id in wrote:  # committed with the job (not rolled back for a job made first)
+            self._written()
+        else:  # the job was made before (a resumed coordinator): its id goes in with the next write
+            self.pending.append({"number": r.number, "job_id": job.id, "run_id": job.run_id})
 
     def _history(self, run_id: str) -> dict[int, float]:
         """The objective metric by step (the last value logged at a step wins)."""
