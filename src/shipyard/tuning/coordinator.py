@@ -204,10 +204,12 @@ class Coordinator:
             return self.svc.poll_s
         slowest = max(MAX_POLL_S, self.svc.poll_s)
         assert self.svc.jobs is not None
-        if self.svc.jobs.held_here([r.job_id for r in self.running.values()]):
+        pruning = self.search.cfg.early_stopping != EarlyStopping.none
+        if not pruning and self.svc.jobs.held_here([r.job_id for r in self.running.values()]):
             # Every running trial's job is run by a worker in this process: its end wakes us.
-            # The store is looked at for what another process may write (a stop, the reaper),
-            # and for the metric history early stopping reads.
+            # The store is looked at for what another process may write (a stop, the reaper).
+            # With early stopping, the pace below keeps the pruner's reading of intermediate
+            # values timely: a bad trial is stopped while it still has epochs to save.
             return slowest
         youngest = time.monotonic() - max(r.since for r in self.running.values())
         return min(max(self.svc.poll_s, youngest / 20), slowest)
