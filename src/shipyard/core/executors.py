@@ -196,6 +196,16 @@ class _Task:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def read_task_log(path: Path, tail_bytes: int | None = None) -> str:
+    """A task's log as text (its last ``tail_bytes`` only, if given); empty before it exists."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        if tail_bytes is not None:
+            f.seek(max(0, path.stat().st_size - tail_bytes))
+        return f.read().decode("utf-8", "replace")
+
+
 class LocalExecutor:
     """Subprocesses on this machine, ``slots`` CPUs' worth at a time (default: one per CPU).
 
@@ -432,12 +442,7 @@ class LocalExecutor:
     def logs(self, task_id: str, tail_bytes: int | None = None) -> str:
         with self._lock:
             path = self._get(task_id).dir / "task.log"
-        if not path.exists():
-            return ""
-        with open(path, "rb") as f:
-            if tail_bytes is not None:
-                f.seek(max(0, path.stat().st_size - tail_bytes))
-            return f.read().decode("utf-8", "replace")
+        return read_task_log(path, tail_bytes)
 
     def wait(self, task_id: str, timeout_s: float | None = None) -> TaskStatus:
         with self._lock:

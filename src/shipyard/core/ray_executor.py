@@ -68,6 +68,7 @@ from shipyard.core.executors import (
     _exit_message,
     _ForkServer,
     _read_result,
+    read_task_log,
 )
 from shipyard.core.ids import new_id
 
@@ -508,12 +509,7 @@ class RayExecutor:
     def logs(self, task_id: str, tail_bytes: int | None = None) -> str:
         with self._lock:
             path = self._get(task_id).dir / "task.log"
-        if not path.exists():
-            return ""
-        with open(path, "rb") as f:
-            if tail_bytes is not None:
-                f.seek(max(0, path.stat().st_size - tail_bytes))
-            return f.read().decode("utf-8", "replace")
+        return read_task_log(path, tail_bytes)
 
     def wait(self, task_id: str, timeout_s: float | None = None) -> TaskStatus:
         with self._lock:
