@@ -49,8 +49,7 @@ def settings(tmp_path, db_url):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def services(settings, job_executor) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    from shipyard.core.executors import LocalExecutor
-    from shipyard.server.context import Services
+    from shipyard.server.context import LazyExecutor, Services
 
     s = Services.from_settings(settings)
     own, s.executor = s.executor, job_executor
@@ -58,7 +57,8 @@ def services(settings, job_executor) -> Iterator[object]:  # type: ignore[no-unt
     if s.job_worker is not None:
         s.job_worker.stop()  # its tasks end; the shared executor stays for the next test
     s.executor = own
-    assert isinstance(own, LocalExecutor)
+    assert isinstance(own, LazyExecutor)  # made on first use: never, in these tests
+    assert own._executor is None
     s.close()
 
 

@@ -59,7 +59,7 @@ def services(ray_cluster: None, tmp_path: Path, db_url: str) -> Iterator[Any]:
 
     settings = make_settings(tmp_path / "home", db_url, job_lease_s=5.0, executor="ray")
     s = Services.from_settings(settings)
-    assert isinstance(s.executor, RayExecutor)
+    assert isinstance(s.executor.get(), RayExecutor)  # made on first use
     yield s
     s.close()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from shipyard.core.artifacts import ArtifactStore
 from shipyard.core.db import Database
-from shipyard.core.executors import Executor, LocalExecutor
+from shipyard.core.executors import Executor, LocalExecutor, TaskSpec, TaskStatus
 from shipyard.core.settings import Settings
 from shipyard.inference.asynchronous import AsyncInferenceService
 from shipyard.inference.resolve import ModelCache, ModelResolver
@@ -48,6 +49,53 @@ def make_executor(settings: Settings) -> Executor:
     return LocalExecutor(settings.home / "tasks", settings.executor_slots, preload=preload)
 
 
+class LazyExecutor:
+    """The executor, made on first use. Every process that opens the store builds the services
+    (a job's own SDK, a CLI command), and most never run a task: making a ``RayExecutor`` joins
+    (or starts) a Ray cluster, and a ``LocalExecutor`` soon starts a fork server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._executor: Executor | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Executor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = make_executor(self._settings)
+            return self._executor
+
+    @property
+    def slots(self) -> int:
+        return self.get().slots
+
+    def submit(self, spec: TaskSpec) -> str:
+        return self.get().submit(spec)
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self.get().status(task_id)
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        return self.get().cancel(task_id)
+
+    def logs(self, task_id: str, tail_bytes: int | None = None) -> str:
+        return self.get().logs(task_id, tail_bytes)
+
+    def wait(self, task_id: str, timeout_s: float | None = None) -> TaskStatus:
+        return self.get().wait(task_id, timeout_s)
+
+    def __getattr__(self, name: str) -> Any:
+        # What only some executors offer (forget, add_done_callback, ...), looked up on the
+        # real one; getattr(..., default) callers see it absent when it is.
+        return getattr(self.get(), name)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:  # never made: nothing to stop
+            executor.shutdown()
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -80,7 +128,7 @@ class Services:
         endpoints = EndpointService(db, store, projects, settings, models.resolve)
         # Inference: a model folder given by path is accepted only when the caller may read this
         # machine's files anyway (auth off); batch paths are confined to <home>/batch/<project>.
-        executor = make_executor(settings)
+        executor = LazyExecutor(settings)
         resolver = ModelResolver(models, allow_paths=not settings.auth)
         batch = BatchService(
             db, projects, resolver, executor, home=settings.home, restrict_paths=settings.auth
@@ -107,13 +155,17 @@ class Services:
             jobs.on_submit = services.start_job_worker
         return services
 
+    def _real_executor(self) -> Executor:
+        ex = self.executor
+        return ex.get() if isinstance(ex, LazyExecutor) else ex
+
     def start_job_worker(self, run_jobs: bool = True) -> JobWorker:
         """Start this process's job worker (once) and wake it. With ``run_jobs`` False it only
         reaps jobs whose worker died (a server whose jobs run on ``shipyard worker``s)."""
         with _worker_lock:
             if self.job_worker is None:
                 self.job_worker = JobWorker(
-                    self.jobs, self.executor, self.settings, run_jobs=run_jobs
+                    self.jobs, self._real_executor(), self.settings, run_jobs=run_jobs
                 )
         self.job_worker.start()
         return self.job_worker
