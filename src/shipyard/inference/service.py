@@ -17,7 +17,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from shipyard.core.errors import Conflict, InvalidArgument, NotFound
 from shipyard.core.executors import Executor
 from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
+from shipyard.core.threads import join_threads
 from shipyard.core.timeutil import ms_to_dt, now_ms
 from shipyard.inference import data
 from shipyard.inference.coordinator import Coordinator
@@ -599,16 +599,12 @@ class BatchService:
 
     def wait_idle(self, timeout_s: float | None = None) -> None:
         """Wait for this process's coordinators to end (tests, shutdown)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
+
+        def current() -> list[threading.Thread]:
             with self._lock:
-                threads = list(self._coordinators.values())
-            if not threads:
-                return
-            for t in threads:
-                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+                return list(self._coordinators.values())
+
+        join_threads(current, timeout_s)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop the jobs this process drives (each left ``STOPPED``, ready to resume)."""

@@ -36,6 +36,7 @@ from shipyard.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFo
 from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
 from shipyard.core.schemas import validate
+from shipyard.core.threads import join_threads
 from shipyard.core.timeutil import dt_to_ms, ms_to_dt, now_ms
 from shipyard.projects.service import ProjectService
 from shipyard.tracking.schemas import ExperimentCreate, MetricRow, RunStatus
@@ -805,16 +806,13 @@ class TuningService:
                 self._stop_events.pop(jid, None)
 
     def wait_idle(self, timeout_s: float | None = None) -> None:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
+        """Wait for this process's coordinators to end (tests, shutdown)."""
+
+        def current() -> list[threading.Thread]:
             with self._lock:
-                threads = list(self._coordinators.values())
-            if not threads:
-                return
-            for t in threads:
-                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+                return list(self._coordinators.values())
+
+        join_threads(current, timeout_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop driving tuning jobs here and release their leases: they stay ``running`` (their
