@@ -20,8 +20,10 @@ def test_keys_on_one_model_folder_share_one_copy(tmp_path: Path, model_dirs: Mod
     engine = Engine()
     first = engine.load("blue#1", str(folder), "fraud", "1", False)
     second = engine.load("green#2", str(folder), "fraud", "1", False)
+    # One object serves both keys (the memory a load reports is an RSS delta, which a process
+    # that already freed as much reuses without growing: no assertion on it).
     assert engine.models["blue#1"].loaded is engine.models["green#2"].loaded
-    assert first["rss_bytes"] > 0 and second["rss_bytes"] < first["rss_bytes"] // 2, (first, second)
+    assert first["disk_bytes"] == second["disk_bytes"] and first["flavor"] == second["flavor"]
     other = engine.load("lr#3", str(model_dirs.lr), "fraud", "2", False)
     assert engine.models["lr#3"].loaded is not engine.models["blue#1"].loaded
     assert other["flavor"] == "sklearn"
