@@ -416,3 +416,44 @@ def test_parse_records_positional_rows_fit_a_signature() -> None:
 def test_parse_records_errors_name_the_field(payload: Any, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         parse_records(payload)
+
+
+def test_array_input_is_recorded_when_the_matrix_answers_as_the_frame(tmp_path: Path) -> None:
+    """A model server needs no pandas for a model that answers its float matrix exactly as it
+    answers the frame; the manifest says so, and in which column order the model wants it."""
+    import lightgbm as lgb
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lr = LogisticRegression().fit(DF, Y)
+    assert save_model(lr, tmp_path / "lr", input_example=DF[:5]).array_input == {"order": None}
+    assert read_manifest(tmp_path / "lr").array_input == {"order": None}
+    # Fitted on a bare array: the matrix is what it was fitted on.
+    arr = LogisticRegression().fit(X, Y)
+    assert save_model(arr, tmp_path / "arr", input_example=DF[:5]).array_input == {"order": None}
+    booster = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(DF, Y)
+    assert save_model(booster, tmp_path / "lgbm", input_example=DF[:5]).array_input is not None
+    # A pipeline picks its columns by name; integer columns and no example: the frame stays.
+    picks = make_pipeline(
+        ColumnTransformer([("s", StandardScaler(), ["age", "income"])]), LogisticRegression()
+    ).fit(DF, Y)
+    assert save_model(picks, tmp_path / "pipe", input_example=DF[:5]).array_input is None
+    ints = DF.round().astype("int64")
+    lr_ints = LogisticRegression().fit(ints, Y)
+    assert save_model(lr_ints, tmp_path / "ints", input_example=ints[:5]).array_input is None
+    assert save_model(lr, tmp_path / "bare").array_input is None
+
+
+def test_a_bad_array_input_names_the_field(tmp_path: Path) -> None:
+    model, data = _sklearn_df()
+    save_model(model, tmp_path / "m", input_example=data[:2])
+    mpath = tmp_path / "m" / MANIFEST_NAME
+    manifest = json.loads(mpath.read_text())
+    for bad in ({"order": [0, 0, 1, 2]}, {"order": "abc"}, [1], {"no": 1}):
+        manifest["array_input"] = bad
+        mpath.write_text(json.dumps(manifest))
+        with pytest.raises(InvalidArgument) as e:
+            read_manifest(tmp_path / "m")
+        assert e.value.details["field"] == "array_input" and "permutation" in e.value.message

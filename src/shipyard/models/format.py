@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,10 @@ class Manifest:
     created_at: str = ""
     format_version: int = FORMAT_VERSION
     flavor_options: dict[str, Any] = field(default_factory=dict)
+    # Set when the model answers a float matrix (its signature's columns, in ``order``, or in
+    # that order when null) exactly as it answers the frame, as checked on the example at save:
+    # a model server then needs no pandas (about 30 MB) for it.
+    array_input: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +94,7 @@ class Manifest:
             "input_example": self.input_example,
             "created_at": self.created_at,
             "flavor_options": self.flavor_options,
+            "array_input": self.array_input,
         }
 
     @classmethod
@@ -133,17 +139,42 @@ class Manifest:
         options = d.get("flavor_options") or {}
         if not isinstance(libraries, dict) or not isinstance(options, dict):
             raise InvalidArgument.for_field("libraries", "expected an object")
+        signature = Signature.from_dict(d.get("signature"))
         return cls(
             flavor=flavor,
             model_file=d["model_file"],
-            signature=Signature.from_dict(d.get("signature")),
+            signature=signature,
             libraries={str(k): str(v) for k, v in libraries.items()},
             files=dict(files),
             input_example=example,
             created_at=str(d.get("created_at") or ""),
             format_version=FORMAT_VERSION,
             flavor_options=options,
+            array_input=_parse_array_input(d.get("array_input"), signature),
         )
+
+
+def _parse_array_input(raw: Any, signature: Signature) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    width = len(signature.inputs) if isinstance(signature.inputs, list) else -1
+    order = raw.get("order", 0) if isinstance(raw, dict) else 0
+    if not (
+        width > 0
+        and (
+            order is None
+            or (
+                isinstance(order, list)
+                and sorted(o for o in order if isinstance(o, int)) == list(range(width))
+            )
+        )
+    ):
+        raise InvalidArgument.for_field(
+            "array_input",
+            f'expected null or {{"order": null | a permutation of 0..{width - 1}}} '
+            "for a model whose signature has named columns",
+        )
+    return {"order": order}
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -234,9 +265,56 @@ def _write_folder(
         input_example=example_name,
         created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         flavor_options=options,
+        array_input=_array_input(model, flavor, options, signature, example_df),
     )
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), "utf-8")
     return manifest
+
+
+def _array_input(
+    model: Any,
+    flavor: str,
+    options: dict[str, Any],
+    signature: Signature,
+    example_df: pd.DataFrame | None,
+) -> dict[str, Any] | None:
+    """``{"order": ...}`` when the saved model predicts the example from its float matrix
+    exactly as from the frame (see ``Manifest.array_input``), else None."""
+    cols = signature.inputs
+    if (
+        example_df is None
+        or flavor not in ("sklearn", "lightgbm")
+        or not isinstance(cols, list)
+        or not cols
+        or any(c.type not in ("double", "float") for c in cols)
+    ):
+        return None
+    import numpy as np
+
+    target = model
+    if flavor == "lightgbm" and options.get("model_type"):
+        target = model.booster_  # what a loaded one is
+    names = [c.name for c in cols]
+    try:
+        ok, order = _fl.array_order(flavor, target, names)
+        if not ok:
+            return None
+        df = signature.validate(example_df)
+        want = np.asarray(
+            _fl.predict(flavor, target, _model_input(signature, df, flavor, model), options)
+        )
+        dtype = "float32" if all(c.type == "float" for c in cols) else "float64"
+        X = df[names].to_numpy(dtype=dtype)
+        if order is not None:
+            X = X[:, order]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "X does not have valid feature names"
+            got = np.asarray(_fl.predict(flavor, target, X, options))
+    except Exception:  # any doubt: the server keeps the frame
+        return None
+    if got.shape != want.shape or not bool(np.all(got == want)):
+        return None
+    return {"order": order}
 
 
 def _example_frame(example: Any) -> pd.DataFrame | None:

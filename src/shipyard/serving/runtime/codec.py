@@ -236,6 +236,9 @@ def _fast_csv(plan: InputPlan, body: bytes) -> Any:
 
 def _slow(plan: InputPlan, signature: Any, body: bytes, is_csv: bool) -> Decoded:
     from shipyard.models.signature import parse_records
+    from shipyard.serving.runtime.imports import allow_pandas
+
+    allow_pandas()  # the full parser reads frames (a server without pandas lets it in now)
 
     try:
         if is_csv:

@@ -73,11 +73,16 @@ class EndpointRuntime:
         self.cfg = cfg
         self.config_path = config_path
         self.mode = cfg.worker_mode
-        flavors = {self._flavor_of(s) for s in cfg.all_models()}
+        metas = [self._meta_of(s) for s in cfg.all_models()]
+        flavors = {m.flavor if m else "sklearn" for m in metas}
         if cfg.multi_model is not None:
             flavors |= _flavors_under(cfg.multi_model.models_dir)
-        preload = preload_modules(flavors)
-        if not cfg.trust_code:
+        # No pandas at all when every model takes its float matrix (models known up front).
+        lean = cfg.multi_model is None and all(m is not None and m.array_input for m in metas)
+        preload = preload_modules(flavors, pandas=not lean)
+        if lean:
+            preload.insert(0, "shipyard.serving.runtime.no_pandas")
+        elif not cfg.trust_code:
             preload.insert(0, "shipyard.serving.runtime.no_pyarrow")
         self.pool = Pool(pool_settings(cfg, self.mode, preload), log)
         self.routing = Routing(cfg.endpoint, [], None)
@@ -97,11 +102,11 @@ class EndpointRuntime:
         self.on_fatal: Any = None  # set by the server: stop the process after a failed boot
 
     @staticmethod
-    def _flavor_of(spec: ModelSpec) -> str:
+    def _meta_of(spec: ModelSpec) -> ModelMeta | None:
         try:
-            return ModelMeta.read(spec.model_path).flavor
+            return ModelMeta.read(spec.model_path)
         except ShipyardError:
-            return "sklearn"
+            return None
 
     # -- life --------------------------------------------------------------------------------
 

@@ -15,11 +15,11 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shipyard.serving.runtime import codec
 from shipyard.serving.runtime.codec import BadRequest, Decoded, InputPlan
@@ -42,12 +42,13 @@ class Hosted:
     columns: list[str] | None = None
     # Call the library with the float matrix itself (no DataFrame) where that is what the
     # flavor would do with the frame anyway: a tensor signature, a scikit-learn estimator, a
-    # LightGBM or single-input ONNX model. scikit-learn spends about 0.4 ms turning a one-row
-    # DataFrame into an array (more than a LogisticRegression takes to predict); its columns
-    # are put in the model's own order (``order``) first, and the load checks on the stored
-    # example that both ways give the same answer before choosing this one.
+    # LightGBM or single-input ONNX model (``flavors.array_order``); its columns are put in the
+    # model's own order (``order``) first. Either the manifest says that both ways gave the
+    # same answer on the example when the model was saved (``array_input``; ``checked``), or
+    # the load checks it on the stored example before choosing this way.
     direct: bool = False
     order: list[int] | None = None
+    checked: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +100,7 @@ class Engine:
         """Load (verifying every file's sha256) and warm the model; return facts about it."""
         from shipyard.models import flavors
         from shipyard.models.format import load_model
+        from shipyard.serving.runtime.imports import allow_pandas
 
         flavors.LEAN_SKOPS = True  # this process is a model server (flavors.skops_io)
 
@@ -118,7 +120,16 @@ class Engine:
             version=version,
             columns=plan.names if plan.kind == "columns" else None,
         )
-        hosted.direct, hosted.order = _direct(loaded, plan)
+        arr = loaded.manifest.array_input
+        if arr is not None and plan.kind == "columns" and plan.fast:
+            hosted.direct, hosted.order, hosted.checked = True, arr["order"], True
+            if loaded.flavor == "sklearn":
+                flavors.quiet_feature_name_warning()
+        elif plan.kind == "tensor" and loaded.flavor != "python_function":
+            hosted.direct, hosted.checked = True, True
+        else:
+            allow_pandas(without_pyarrow=not trust_code)  # this one needs its frames
+            hosted.direct, hosted.order = _direct(loaded, plan)
         self._warm(hosted)
         _release_free_memory()
         rss = max(_rss() - before, 0)
@@ -153,7 +164,16 @@ class Engine:
 
     def _warm(self, h: Hosted) -> None:
         """Predict on the stored example, so the first request pays no lazy set-up; and check
-        that the direct call (a bare matrix) answers exactly as the DataFrame call does."""
+        that the direct call (a bare matrix) answers exactly as the DataFrame call does, unless
+        that was checked when the model was saved."""
+        if h.checked:
+            try:
+                X = _example_matrix(h)
+                if X is not None:
+                    self._call(h, "predict", [Decoded(X, len(X))])
+            except Exception:  # a model that cannot predict on its own example still serves
+                pass
+            return
         try:
             ex = h.loaded.input_example()
             if ex is None or len(ex) == 0:
@@ -279,34 +299,35 @@ class Engine:
 
 
 def _direct(loaded: Any, plan: InputPlan) -> tuple[bool, list[int] | None]:
-    """Whether to call the library with a bare matrix, and in which column order."""
+    """Whether to call the library with a bare matrix, and in which column order (to be
+    checked on the example)."""
     if plan.kind == "tensor":
         return loaded.flavor != "python_function", None
     if not plan.fast:
         return False, None
-    model = loaded.model
-    if loaded.flavor == "onnx":
-        return len(model.get_inputs()) == 1, None
-    if loaded.flavor == "lightgbm":
-        names = [str(n) for n in model.feature_name()]
-    elif loaded.flavor == "sklearn":
-        if any(hasattr(model, a) for a in ("steps", "transformers", "transformer_list")):
-            return False, None  # a pipeline may pick columns by name
-        fn = getattr(model, "feature_names_in_", None)
-        if fn is None:
-            return True, None
-        names = [str(n) for n in fn]
-        warnings.filterwarnings(
-            "ignore", message="X does not have valid feature names", category=UserWarning
-        )
-    else:
-        return False, None
-    if sorted(names) != sorted(plan.names):
-        if loaded.flavor == "lightgbm" and len(names) == len(plan.names):
-            return True, None  # LightGBM reads columns by position either way
-        return False, None
-    order = [plan.names.index(n) for n in names]
-    return True, None if order == list(range(len(order))) else order
+    from shipyard.models import flavors
+
+    ok, order = flavors.array_order(loaded.flavor, loaded.model, plan.names)
+    if ok and loaded.flavor == "sklearn":
+        flavors.quiet_feature_name_warning()
+    return ok, order
+
+
+def _example_matrix(h: Hosted) -> np.ndarray | None:
+    """The stored example as the model's float matrix, read without pandas."""
+    lm = h.loaded
+    if not lm.manifest.input_example:
+        return None
+    with open(os.path.join(lm.path, lm.manifest.input_example), "rb") as f:
+        split = orjson.loads(f.read())["dataframe_split"]
+    dtype = h.plan.fast_dtype if h.plan.kind == "columns" else h.plan.tensor_dtype
+    X = np.asarray(split["data"], dtype=dtype)
+    if X.ndim != 2:
+        return None
+    if h.plan.kind == "columns":
+        cols = [str(c) for c in split["columns"]]
+        X = X[:, [cols.index(n) for n in h.plan.names]]
+    return X
 
 
 def _stack(h: Hosted, parts: list[Any]) -> Any:

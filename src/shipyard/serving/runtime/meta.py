@@ -52,6 +52,8 @@ class ModelMeta:
     platform: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    # Served from a float matrix, with no pandas in the process (see imports.py).
+    array_input: bool = False
 
     @classmethod
     def read(cls, folder: str | Path) -> ModelMeta:
@@ -99,7 +101,11 @@ class ModelMeta:
         ]
         if not outs:
             outs = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
-        return cls(flavor, PLATFORMS.get(flavor, flavor), inputs, outs)
+        tensor = isinstance(raw_in, dict) and isinstance(raw_in.get("tensor"), dict)
+        array_input = flavor in ("sklearn", "lightgbm", "xgboost", "onnx") and (
+            tensor or isinstance(raw.get("array_input"), dict)
+        )
+        return cls(flavor, PLATFORMS.get(flavor, flavor), inputs, outs, array_input)
 
     def metadata(self, name: str, versions: list[str]) -> dict[str, Any]:
         return {

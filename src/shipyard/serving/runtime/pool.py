@@ -154,9 +154,9 @@ class Pool:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(
                 [
+                    *self.s.preload,  # no_pandas / no_pyarrow first, when there
                     "shipyard.serving.runtime.worker",
                     "shipyard.serving.runtime.engine",
-                    *self.s.preload,
                 ]
             )
             self._ctx = ctx
@@ -574,9 +574,9 @@ class Pool:
         }
 
 
-def preload_modules(flavors: set[str]) -> list[str]:
+def preload_modules(flavors: set[str], *, pandas: bool = True) -> list[str]:
     """What the fork server imports ahead, so a new worker only forks and loads its model."""
-    mods = ["numpy", "pandas", "orjson", "shipyard.models.format"]
+    mods = ["numpy", *(["pandas"] if pandas else []), "orjson", "shipyard.models.format"]
     if "sklearn" in flavors:
         mods += [
             "shipyard.serving.runtime.lean_skops",

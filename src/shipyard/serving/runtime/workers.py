@@ -131,14 +131,16 @@ class BaseWorker:
         """Stop now, whatever it is doing (a batch past its time)."""
 
 
-_NO_PYARROW = "shipyard.serving.runtime.no_pyarrow"
+# Import guards (see their modules): imported before anything can import pandas.
+_GUARDS = ("shipyard.serving.runtime.no_pandas", "shipyard.serving.runtime.no_pyarrow")
 
 
-def _new_engine(no_pyarrow: bool = False) -> Any:
-    if no_pyarrow:  # before anything imports pandas (see no_pyarrow.py)
-        import importlib
+def _new_engine(preload: list[str]) -> Any:
+    import importlib
 
-        importlib.import_module(_NO_PYARROW)
+    for mod in preload:
+        if mod in _GUARDS:
+            importlib.import_module(mod)
     from shipyard.serving.runtime.engine import Engine
 
     return Engine()
@@ -155,7 +157,7 @@ class ThreadWorker(BaseWorker):
         self.loop = asyncio.get_running_loop()
         # numpy and the model libraries are imported in the model thread, not on the event loop.
         self.engine = await self.loop.run_in_executor(
-            self.executor, _new_engine, _NO_PYARROW in self.pool.s.preload
+            self.executor, _new_engine, self.pool.s.preload
         )
 
     async def load(self, spec: LoadSpec) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""A model server whose models all take their float matrix runs without pandas (about 30 MB less
+per process), and still takes a model that needs its frames when reloaded with one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.serving.runtime.conftest import FEATURES, ModelDirs, Runtime, StartRuntime, variant
+
+
+def _has_pandas(pid: int) -> bool:
+    """Whether the process has pandas' compiled modules mapped (imported, that is)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "/pandas/_libs/" in maps
+
+
+def _predicts_like(rt: Runtime, model: Any, dirs: ModelDirs, start: int = 0) -> None:
+    rows = dirs.rows(7, start)
+    want = model.predict(dirs.X.iloc[start : start + 7]).tolist()
+    r = rt.invoke({"dataframe_split": {"columns": FEATURES, "data": rows}})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == want
+    records = [dict(zip(FEATURES, row, strict=True)) for row in rows]
+    assert rt.invoke({"dataframe_records": records}).json()["predictions"] == want
+    csv = ",".join(FEATURES) + "\n" + "\n".join(",".join(map(repr, row)) for row in rows)
+    r = rt.http.post("/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == want
+    oip = {"inputs": [{"name": "x", "shape": [7, 20], "datatype": "FP64", "data": rows}]}
+    r = rt.http.post("/v2/models/fraud/infer", json=oip)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == want
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_an_array_model_is_served_without_pandas(
+    mode: str, start_runtime: StartRuntime, model_dirs: ModelDirs
+) -> None:
+    scaling = {"min_workers": 1, "max_workers": 1, "worker_mode": mode}
+    rt = start_runtime({"variants": [variant("blue", model_dirs.rf)], "scaling": scaling})
+    _predicts_like(rt, model_dirs.rf_model, model_dirs)
+    pids = {rt.proc.pid, *rt.stats()["workers"]["pids"]}
+    assert not any(_has_pandas(p) for p in pids), rt.log()[-2000:]
+    # Checks name the field as they do with pandas.
+    bad = {"dataframe_split": {"columns": FEATURES[:-1], "data": [[0.0] * 19]}}
+    r = rt.invoke(bad)
+    assert r.status_code == 400 and "f19" in r.json()["error"]
+    r = rt.invoke({"dataframe_split": {"columns": FEATURES, "data": [["x"] + [0.0] * 19]}})
+    assert r.status_code == 400 and "f0" in r.json()["error"], r.text
+    # Probabilities through the matrix too (OIP's parameters.method).
+    rows = model_dirs.rows(3)
+    oip = {
+        "inputs": [{"name": "x", "shape": [3, 20], "datatype": "FP64", "data": rows}],
+        "parameters": {"method": "predict_proba"},
+    }
+    r = rt.http.post("/v2/models/fraud/infer", json=oip)
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["outputs"][0]["data"]).reshape(3, -1)
+    assert np.allclose(got, model_dirs.rf_model.predict_proba(model_dirs.X.iloc[:3]))
+
+
+def test_a_model_that_needs_frames_brings_pandas_in(
+    start_runtime: StartRuntime, model_dirs: ModelDirs, tmp_path: Path
+) -> None:
+    """Reloaded from an array model to a pipeline that picks columns by name, in one
+    thread-mode process: pandas is let in for it and both answer right."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shipyard.models.format import save_model
+
+    X = model_dirs.X
+    y = (X.f0 - X.f3 > 0).astype(int)
+    pipe = make_pipeline(
+        ColumnTransformer([("s", StandardScaler(), ["f0", "f3", "f7"])]), LogisticRegression()
+    ).fit(X, y)
+    save_model(pipe, tmp_path / "pipe", input_example=X.head(5))
+
+    rt = start_runtime({"variants": [variant("blue", model_dirs.lr)]})
+    _predicts_like(rt, model_dirs.lr_model, model_dirs)
+    assert not _has_pandas(rt.proc.pid)
+    r = rt.reload({"variants": [variant("green", tmp_path / "pipe", version="2")]})
+    assert r.status_code == 200, r.text
+    _predicts_like(rt, pipe, model_dirs, start=20)
+    assert _has_pandas(rt.proc.pid)
+
+
+def test_a_server_with_a_frame_model_keeps_pandas(
+    start_runtime: StartRuntime, model_dirs: ModelDirs
+) -> None:
+    rt = start_runtime({"variants": [variant("blue", model_dirs.ints)]})
+    r = rt.invoke({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[70, 1, 2]]}})
+    assert r.status_code == 200, r.text
+    assert _has_pandas(rt.proc.pid)
