@@ -492,3 +492,39 @@ def test_the_rule_checks_see_what_the_job_logged_however_it_logged_it(
     assert run.metrics["accuracy"].value == 0.5
     assert any(k.startswith("profile/") for k in run.metrics)
     assert "notes" not in a.report["summary"]
+
+
+def test_a_jobs_first_log_call_waits_for_no_store(
+    job: JobHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's script logging before the launcher's client exists only buffers: the client is
+    made (the store opened) when the buffer sends, and the rows land on the job's run."""
+    import shipyard as sy
+    from shipyard.sdk import fluent
+    from shipyard.sdk.client import Client
+    from shipyard.sdk.local import LocalBackend
+
+    made: list[Client] = []
+
+    def job_client() -> Client:
+        made.append(Client(job.project, backend=LocalBackend(job.services), known_project=True))
+        return made[-1]
+
+    monkeypatch.setenv("SHIPYARD_RUN_ID", job.run_id)
+    monkeypatch.setenv("SHIPYARD_PROJECT", job.project)
+    monkeypatch.setattr(fluent, "_client", None)
+    monkeypatch.setattr(fluent, "_buffer", None)
+    monkeypatch.setattr(fluent, "_default_client", job_client)
+    try:
+        sy.log_metric("loss", 0.5)
+        sy.log_metric("loss", 0.25, step=1)
+        assert made == [] and sy.active_run() is not None  # buffered; nothing read yet
+        assert sy.active_run().id == job.run_id
+        sy.flush()
+        assert len(made) == 1 and fluent.get_client() is made[0]
+        assert job.history("loss") == [0.5, 0.25]
+        assert sy.active_run().experiment_id == job.get_run().experiment_id  # read when asked
+    finally:
+        fluent._at_exit()
+        fluent._client = None
+        fluent._buffer = None

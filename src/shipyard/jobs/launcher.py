@@ -316,7 +316,7 @@ class _Tracking:
             if self._client is None:
                 from shipyard.sdk.client import Client
 
-                client = Client(self.project)
+                client = Client(self.project, known_project=True)  # made with the job
                 self._record_sends(client.backend)
                 self._client = client
             return self._client
@@ -414,10 +414,12 @@ class _Tracking:
         False (nothing handed) otherwise."""
         fluent = sys.modules.get("shipyard.sdk.fluent")
         buf = getattr(fluent, "_buffer", None)
-        if (
-            buf is None
-            or self._client is None
-            or getattr(fluent, "_client", None) is not (self._client)
+        theirs = getattr(fluent, "_client", None)
+        if buf is None or self._client is None:
+            return False
+        # Theirs is this client, or will be: none made yet, and this one is the default.
+        if theirs is not self._client and not (
+            theirs is None and getattr(fluent, "_default_client", None) == self.client
         ):
             return False
         rows = self.take()

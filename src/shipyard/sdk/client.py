@@ -90,10 +90,14 @@ class Client:
         tracking_uri: str | None = None,
         token: str | None = None,
         backend: Backend | None = None,
+        *,
+        known_project: bool = False,
     ) -> None:
+        """``known_project``: the project is known to exist (a training job's own), so the
+        client does not check it (or make it) before its first call."""
         self.project = project or os.environ.get("SHIPYARD_PROJECT") or DEFAULT_PROJECT
         self.backend = backend or make_backend(tracking_uri, token)
-        self._project_ready = False
+        self._project_ready = known_project
 
     def _ready(self) -> str:
         if not self._project_ready:

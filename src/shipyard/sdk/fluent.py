@@ -32,6 +32,9 @@ from shipyard.sdk.sysmetrics import SystemMetricsSampler
 from shipyard.tracking.schemas import DatasetInput, RunCreate, RunPublic, RunStatus, RunUpdate
 
 _lock = threading.RLock()
+# Making the client has its own lock, never held while the buffer flushes: the buffer's
+# sends look the client up (``get_client``) while ``init``, under ``_lock``, flushes it.
+_client_lock = threading.Lock()
 _client: Client | None = None
 _buffer: MetricBuffer | None = None
 _stack: list[ActiveRun] = []
@@ -52,29 +55,38 @@ def init(
     global _client, _buffer
     with _lock:
         if _buffer is not None:
-            _buffer.close()  # flush, then stop its thread: it holds the previous client
-        _client = client or Client(project, tracking_uri, token)
-        _client._ready()
+            _buffer.close()  # flush (to the previous client), then stop its thread
+        new = client or Client(project, tracking_uri, token)
+        new._ready()
+        with _client_lock:
+            _client = new
         _buffer = None
-        return _client
+        return new
 
 
 def get_client() -> Client:
-    with _lock:
-        if _client is not None:
-            return _client
-        if _default_client is not None:
-            return init(client=_default_client())
-        return init()
+    """The client of ``init``; else the job's (in a training job), or the default one."""
+    global _client
+    c = _client
+    if c is not None:
+        return c
+    with _client_lock:
+        if _client is None:
+            new = _default_client() if _default_client is not None else Client()
+            new._ready()
+            _client = new
+        return _client
 
 
 def _get_buffer() -> MetricBuffer:
     global _buffer
     with _lock:
         if _buffer is None:
-            client = get_client()
 
             def send(run_id: str, rows: list[MetricRow], batch_id: str) -> None:
+                # The client when sending, not when buffering: a job's first log call waits
+                # for no store (``init`` flushes and replaces the buffer of an earlier one).
+                client = get_client()
                 client.backend.log_batch(client.project, run_id, metrics=rows, batch_id=batch_id)
 
             _buffer = MetricBuffer(send)
@@ -110,17 +122,19 @@ class ActiveRun:
 
     def __init__(
         self,
-        client: Client,
-        run: RunPublic,
+        client: Client | None,
+        run: RunPublic | str,
         log_system_metrics: bool = False,
         system_metrics_interval_s: float = 5.0,
         *,
         owned_by_job: bool = False,
     ) -> None:
-        self.client = client
-        self.id = run.id
-        self.experiment_id = run.experiment_id
-        self.name = run.name
+        # A training job's run is attached by its id alone (``client`` None: the process's
+        # client, made when first needed): the first ``log_metric`` of a job's script only
+        # buffers, with nothing read from the store.
+        self._client = client
+        self.id = run if isinstance(run, str) else run.id
+        self._run = None if isinstance(run, str) else run
         # The run of the training job this process runs in: never ended from here.
         self.owned_by_job = owned_by_job
         self._ended = False
@@ -130,6 +144,23 @@ class ActiveRun:
                 lambda rows: _get_buffer().add_many(self.id, rows), system_metrics_interval_s
             )
             self._sampler.start()
+
+    @property
+    def client(self) -> Client:
+        return self._client if self._client is not None else get_client()
+
+    def _stored(self) -> RunPublic:
+        if self._run is None:
+            self._run = self.client.get_run(self.id)
+        return self._run
+
+    @property
+    def experiment_id(self) -> str:
+        return self._stored().experiment_id
+
+    @property
+    def name(self) -> str:
+        return self._stored().name
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.id} {self.name!r}>"
@@ -271,14 +302,15 @@ def start_run(
     Inside a training job, with no run active, this returns the job's run (``experiment`` and
     ``name`` are ignored; ``tags`` are set on it), and ``nested=True`` makes a child of it.
     Ending the job's run from the script only flushes it: the job sets its status."""
-    client = get_client()
     with _lock:
         parent = _stack[-1] if _stack else None
         job_run = os.environ.get("SHIPYARD_RUN_ID") or None
         if parent is None and run_id is None and job_run is not None:
+            # In the launcher's process its client comes when first needed; a job's own
+            # process (a command) makes its client now, as it could not at interpreter exit.
             attached = ActiveRun(
-                client,
-                client.get_run(job_run),
+                None if _default_client is not None else get_client(),
+                job_run,
                 log_system_metrics,
                 system_metrics_interval_s,
                 owned_by_job=True,
@@ -298,6 +330,7 @@ def start_run(
             raise InvalidArgument.for_field(
                 "nested", f"run {parent.id} is already active: end it first, or pass nested=True"
             )
+        client = get_client()
         if run_id is not None:
             run = client.get_run(run_id)
             if run.status != RunStatus.RUNNING:
