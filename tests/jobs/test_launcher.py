@@ -433,7 +433,7 @@ def test_a_model_file_of_a_known_format_gets_a_manifest(tmp_path: Path) -> None:
     import numpy as np
     import xgboost as xgb
 
-    from shipyard.jobs.launcher import ensure_manifest
+    from shipyard.jobs.model_dir import ensure_manifest
     from shipyard.models.format import load_model
 
     rng = np.random.default_rng(0)

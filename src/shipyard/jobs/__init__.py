@@ -1,6 +1,6 @@
 """Training jobs: a script, a function or a built-in algorithm run on an executor, tracked as a
 run (``schemas``, ``tables``, ``service``, ``worker``, ``router``; ``launcher`` runs inside the
-job's process).
+job's process, with ``channels``, ``run_tracking`` and ``model_dir``).
 
 ``sy.jobs`` is this package, so the SDK's calls are reachable here too: ``sy.jobs.submit(...)``,
 ``get``, ``list``, ``wait``, ``stop``, ``logs``, ``follow_logs``, ``delete`` (from

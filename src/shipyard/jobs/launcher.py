@@ -19,6 +19,8 @@ Nothing is printed before the user's code starts but one line, ``shipyard: start
 (attempt n, rank r/world)``, and nothing slow happens before it either: this module imports
 only the standard library at import time (it is preloaded by the executor's fork server), the
 tracking client is made in the background, and heavy libraries load only for what needs them.
+Its parts: ``channels`` (staging the inputs), ``run_tracking`` (the launcher's client and
+metric buffer), ``model_dir`` (what ``model/`` holds, and its manifest).
 
 The user's failure is reported as theirs (the error boundary): their exception is re-raised
 with their traceback after the report is written; a script's ``sys.exit(n)`` or a command's
@@ -47,15 +49,13 @@ from typing import Any
 
 from shipyard.core.errors import InvalidArgument
 from shipyard.jobs.algorithms import ALGORITHMS  # names only: the module imports no library
+from shipyard.jobs.channels import channel_env_name, stage_channel
+from shipyard.jobs.model_dir import ensure_manifest, folder_stats
+from shipyard.jobs.run_tracking import JobTracking
 
-# Metrics from the profiler (and built-in algorithms) are sent in batches this often.
-METRICS_FLUSH_S = 5.0
-METRICS_MAX_BATCH = 20_000  # rows in one request to the store
 # After the memory limit interrupts user code running in this process, how long it has to
 # unwind before the process is killed outright.
 MEMORY_KILL_GRACE_S = 5.0
-# How many of the run's metrics the rule checks read back (loss-like ones first).
-MAX_RULE_METRICS = 200
 DEFAULT_MASTER_PORT = 29500
 # What an executor's fork server should import once so that a job's process starts with them:
 # this module, the profiler, the in-process tracking backend and what its first statements
@@ -190,371 +190,6 @@ def cli_args(hyperparameters: dict[str, Any]) -> list[str]:
     return out
 
 
-def channel_env_name(channel: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "_", channel.upper())
-
-
-# -- staging inputs -----------------------------------------------------------------------------
-
-
-def _link(src: Path, dest: Path) -> None:
-    if dest.is_symlink() or dest.exists():
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        else:
-            dest.unlink()
-    try:
-        os.symlink(src, dest, target_is_directory=src.is_dir())
-    except OSError:  # a filesystem without symlinks: copy
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            shutil.copy2(src, dest)
-
-
-def _storage_options(uri: str) -> dict[str, Any]:
-    """fsspec options (endpoint, keys) for a remote input: ``SHIPYARD_INPUT_STORAGE_OPTIONS``
-    (JSON, from the job's ``environment``) when set; else the artifact store's own options when
-    the input is on the same protocol (an S3 deployment reading its own bucket); else none, and
-    the library's defaults apply (``AWS_*`` variables, instance credentials)."""
-    raw = os.environ.get("SHIPYARD_INPUT_STORAGE_OPTIONS", "")
-    field = "environment.SHIPYARD_INPUT_STORAGE_OPTIONS"
-    if not raw:
-        root = os.environ.get("SHIPYARD_ARTIFACT_ROOT", "")
-        if uri.split("://", 1)[0] != root.split("://", 1)[0]:
-            return {}
-        raw = os.environ.get("SHIPYARD_ARTIFACT_STORAGE_OPTIONS", "")
-        field = "SHIPYARD_ARTIFACT_STORAGE_OPTIONS"
-    if not raw:
-        return {}
-    try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument.for_field(field, f"expected a JSON object: {exc}") from None
-    if not isinstance(opts, dict):
-        raise InvalidArgument.for_field(field, "expected a JSON object")
-    return opts
-
-
-def _download(name: str, uri: str, dest: Path) -> None:
-    """Copy a remote file, or every file under a remote folder, into ``dest``."""
-    import fsspec
-
-    from shipyard.core.artifacts import clean_relpath
-
-    try:
-        fs, path = fsspec.core.url_to_fs(uri, **_storage_options(uri))
-        path = path.rstrip("/")
-        files = [path] if fs.isfile(path) else sorted(fs.find(path))
-    except (OSError, ValueError, ImportError) as exc:
-        raise InvalidArgument.for_field(f"inputs.{name}", f"cannot read {uri}: {exc}") from None
-    if not files:
-        raise InvalidArgument.for_field(f"inputs.{name}", f"{uri} holds no files")
-    for f in files:
-        rel = f.rsplit("/", 1)[-1] if f == path else f[len(path) :].lstrip("/")
-        target = dest / clean_relpath(rel, f"inputs.{name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        fs.get_file(f, str(tmp))
-        os.replace(tmp, target)
-
-
-def stage_channel(name: str, src: str, dest: Path, base: Path) -> None:
-    """Make ``dest`` a folder holding the channel's files: links to a local file or to each
-    entry of a local folder (relative paths are relative to ``base``), or downloaded copies of
-    a remote (``s3://...``) file or folder."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    if "://" in src and not src.startswith("file://"):
-        _download(name, src, dest)
-        return
-    p = Path(src.removeprefix("file://")).expanduser()
-    if not p.is_absolute():
-        p = base / p
-    p = p.resolve()
-    if not p.exists():
-        raise InvalidArgument.for_field(f"inputs.{name}", f"{p} does not exist")
-    if p.is_dir():
-        for child in sorted(p.iterdir()):
-            _link(child, dest / child.name)
-    else:
-        _link(p, dest / p.name)
-
-
-# -- the run's side: metrics, artifacts ---------------------------------------------------------
-
-
-class _Tracking:
-    """The launcher's own tracking client (not the fluent API's, which the user's code owns),
-    made on first use, and a small buffer that sends the profile's metrics in batches.
-
-    The client records the metric rows that this process sends for the job's run, whoever
-    sends them (the profile, a built-in algorithm, the job's code through ``sy.log_metric``):
-    the rule checks read those instead of reading the run back from the store."""
-
-    def __init__(self, project: str, run_id: str) -> None:
-        self.project = project
-        self.run_id = run_id
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-        self._lock = threading.Lock()
-        # Rows not sent yet; batches whose send failed (kept with their id for the retry).
-        self._pending: list[Any] = []
-        self._unsent: list[tuple[str, list[Any]]] = []
-        self._send_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        # Every metric row sent for the job's run from this process, by key.
-        self._sent: dict[str, list[tuple[int, int, float | None]]] = {}
-        self._sent_lock = threading.Lock()
-        self.user_code_started = threading.Event()
-
-    def client(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                from shipyard.sdk.client import Client
-
-                client = Client(self.project, known_project=True)  # made with the job
-                self._record_sends(client.backend)
-                self._client = client
-            return self._client
-
-    def _record_sends(self, backend: Any) -> None:
-        """Have ``backend.log_batch`` note the metric rows it stored for the job's run."""
-        send = backend.log_batch
-
-        def log_batch(project: str, run_id: str, *args: Any, **kwargs: Any) -> Any:
-            out = send(project, run_id, *args, **kwargs)
-            if run_id == self.run_id and kwargs.get("metrics"):
-                self._note_sent(kwargs["metrics"])
-            return out
-
-        backend.log_batch = log_batch
-
-    def _note_sent(self, rows: Any) -> None:
-        with self._sent_lock:
-            for key, value, step, ts in rows:
-                self._sent.setdefault(key, []).append((int(step), int(ts), value))
-
-    def warm_up(self, share: bool) -> None:
-        """Make the client in the background while the user's code starts (it opens the
-        store: tens of milliseconds); with ``share``, the fluent API (``sy.log_metric`` in the
-        job's code) gets this client too, rather than opening the store again. The work
-        begins once ``user_code_started`` is set, so that it does not hold the interpreter
-        lock while the user's code is being started (the job's code asking for the client
-        before then makes it at once)."""
-        if share:
-            from shipyard.sdk import fluent
-
-            fluent._default_client = self.client
-
-        def work() -> None:
-            self.user_code_started.wait(1.0)
-            time.sleep(0.002)  # the user's first statements run first: they need no client
-            with contextlib.suppress(Exception):
-                self.client()._ready()
-
-        threading.Thread(target=work, name="shipyard-tracking", daemon=True).start()
-
-    # -- the buffer ----------------------------------------------------------------------------
-
-    def add_rows(self, rows: list[Any]) -> None:
-        with self._lock:
-            self._pending.extend(rows)
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(
-                    target=self._loop, name="shipyard-metrics", daemon=True
-                )
-                self._thread.start()
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        ts = time.time_ns() // 1_000_000
-        rows = [(k, float(v), step or 0, ts) for k, v in metrics.items()]
-        self.add_rows(rows)
-
-    def _loop(self) -> None:
-        while not self._wake.wait(METRICS_FLUSH_S):
-            with contextlib.suppress(Exception):  # kept: the next flush (or finish) retries
-                self.flush()
-
-    def take(self) -> list[Any]:
-        """Every row not sent yet, which the caller now sends (or gives back with
-        ``add_rows``)."""
-        with self._lock:
-            rows, self._pending = self._pending, []
-            unsent, self._unsent = self._unsent, []
-        return [r for _, batch in unsent for r in batch] + rows
-
-    def flush(self) -> None:
-        """Send what is buffered (in batches of at most ``METRICS_MAX_BATCH`` rows); a batch
-        that failed is sent again under its id."""
-        import uuid
-
-        with self._send_lock:
-            with self._lock:
-                batches, self._unsent = self._unsent, []
-                rows, self._pending = self._pending, []
-            for i in range(0, len(rows), METRICS_MAX_BATCH):
-                batches.append((uuid.uuid4().hex, rows[i : i + METRICS_MAX_BATCH]))
-            for n, (batch_id, batch) in enumerate(batches):
-                try:
-                    self.client().backend.log_batch(
-                        self.project, self.run_id, metrics=batch, batch_id=batch_id
-                    )
-                except BaseException:
-                    with self._lock:
-                        self._unsent = batches[n:] + self._unsent
-                    raise
-
-    def send_with_script_metrics(self) -> bool:
-        """Hand what is buffered to the fluent API's buffer, when the job's code logged through
-        this client, so that both go to the store in one batch when it is flushed. Returns
-        False (nothing handed) otherwise."""
-        fluent = sys.modules.get("shipyard.sdk.fluent")
-        buf = getattr(fluent, "_buffer", None)
-        theirs = getattr(fluent, "_client", None)
-        if buf is None or self._client is None:
-            return False
-        # Theirs is this client, or will be: none made yet, and this one is the default.
-        if theirs is not self._client and not (
-            theirs is None and getattr(fluent, "_default_client", None) == self.client
-        ):
-            return False
-        rows = self.take()
-        if rows:
-            try:
-                buf.add_many(self.run_id, rows)
-            except Exception:  # its earlier failure, raised now: send ours separately
-                self.add_rows(rows)
-                return False
-        return True
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-
-    def logged_here(self) -> bool:
-        """Whether every metric of the job's run went through this process's client (so
-        ``sent_histories`` has them all): the job's code logged through the fluent API on
-        the launcher's client (or logged nothing)."""
-        fluent = sys.modules.get("shipyard.sdk.fluent")
-        theirs = getattr(fluent, "_client", None)
-        return theirs is None or theirs is self._client
-
-    def sent_histories(self) -> dict[str, Any]:
-        """The job's run's metric histories as this process sent them (profile metrics
-        excluded), for the rule checks."""
-        from shipyard.jobs.profile import METRIC_PREFIX, History, is_loss_name
-
-        with self._sent_lock:
-            sent = {k: list(v) for k, v in self._sent.items()}
-        keys = [k for k in sent if not k.startswith(METRIC_PREFIX) and "/rank-" not in k]
-        keys.sort(key=lambda k: (not is_loss_name(k), k))
-        out = {}
-        for k in keys[:MAX_RULE_METRICS]:
-            points = sorted(sent[k], key=lambda p: (p[0], p[1]))
-            out[k] = History([p[0] for p in points], [p[2] for p in points], [p[1] for p in points])
-        return out
-
-    def histories(self) -> dict[str, Any]:
-        """The run's metric histories read back from the store, for the rule checks (profile
-        metrics excluded): for metrics logged by other processes (a command's, or those the
-        worker parses from the log)."""
-        from shipyard.jobs.profile import METRIC_PREFIX, History, is_loss_name
-
-        c = self.client()
-        run = c.get_run(self.run_id)
-        keys = [k for k in run.metrics if not k.startswith(METRIC_PREFIX) and "/rank-" not in k]
-        keys.sort(key=lambda k: (not is_loss_name(k), k))
-        out = {}
-        for k in keys[:MAX_RULE_METRICS]:
-            h = c.get_metric_history(self.run_id, k)
-            out[k] = History(list(h.steps), list(h.values), list(h.timestamps))
-        return out
-
-
-def _folder_stats(folder: Path) -> tuple[int, int]:
-    n = size = 0
-    for p in folder.rglob("*"):
-        if p.is_file():
-            n += 1
-            size += p.stat().st_size
-    return n, size
-
-
-def ensure_manifest(model_dir: Path) -> str | None:
-    """Make ``model_dir`` a Shipyard model folder when it holds one model file in a format that
-    holds data, not code, but no manifest: ``model.txt`` (LightGBM), ``model.json`` or
-    ``model.ubj`` (XGBoost), ``model.onnx``, ``model.skops`` (scikit-learn). Returns the flavor
-    of the folder's model (None when it is not one Shipyard can register)."""
-    from shipyard.models import flavors as fl
-    from shipyard.models.format import MANIFEST_NAME, Manifest, Signature, read_manifest
-
-    if (model_dir / MANIFEST_NAME).exists():
-        try:
-            return read_manifest(model_dir).flavor
-        except Exception:
-            return None
-    candidates = {
-        "lightgbm": "model.txt",
-        "xgboost": "model.json",
-        "onnx": "model.onnx",
-        "sklearn": "model.skops",
-    }
-    found = [(f, n) for f, n in candidates.items() if (model_dir / n).is_file()]
-    if len(found) != 1:
-        return None
-    flavor, name = found[0]
-    from shipyard.core.artifacts import sha256_file
-
-    path = model_dir / name
-    if not _looks_like(flavor, path):  # a file of the same name that is no such model
-        return None
-    try:
-        options: dict[str, Any] = {"model_type": "Booster"} if flavor == "xgboost" else {}
-        model = fl.load(flavor, path, options)
-        if flavor == "xgboost":
-            # Saved from XGBClassifier/XGBRegressor: load it as one, so it predicts classes.
-            kind = json.loads(model.attr("scikit_learn") or "{}").get("_estimator_type")
-            if kind in ("classifier", "regressor"):
-                options = {"model_type": f"XGB{kind.capitalize()}"}
-                model = fl.load(flavor, path, options)
-        if flavor == "onnx":
-            inputs = fl.onnx_signature_inputs(path)
-        else:
-            inputs = fl.native_signature_inputs(flavor, model)
-        manifest = Manifest(
-            flavor=flavor,
-            model_file=name,
-            signature=Signature.from_dict({"inputs": inputs}),
-            libraries=fl.library_versions(flavor),
-            files={name: sha256_file(path)[0]},
-            created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            flavor_options=options,
-        )
-    except Exception:  # not a model this flavor can read: leave the folder as it is
-        return None
-    tmp = model_dir / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-    os.replace(tmp, model_dir / MANIFEST_NAME)
-    return flavor
-
-
-def _looks_like(flavor: str, path: Path) -> bool:
-    """A cheap look at the file before importing a library to read it."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if flavor == "lightgbm":
-        return head.startswith(b"tree\n")  # LightGBM's text model starts so
-    if flavor == "xgboost":
-        return head.lstrip().startswith(b"{") and b'"learner"' in head
-    if flavor == "sklearn":
-        return head.startswith(b"PK")  # skops files are zip archives
-    return True
-
-
 # -- killing ------------------------------------------------------------------------------------
 
 
@@ -609,7 +244,7 @@ class _Launch:
         else:
             self.workdir = self.rank_dir
         self.channels: dict[str, Path] = {}
-        self.tracking = _Tracking(project, run_id)
+        self.tracking = JobTracking(project, run_id)
         self.profiler: Any = None
         self.memory_reason: str | None = None
         self.in_process = spec.kind != "command"
@@ -853,7 +488,7 @@ class _Launch:
     def upload(
         self, folder: Path, artifact_path: str, stats: tuple[int, int] | None = None
     ) -> dict[str, Any]:
-        n, size = stats if stats is not None else _folder_stats(folder)
+        n, size = stats if stats is not None else folder_stats(folder)
         info: dict[str, Any] = {"files": n, "bytes": size, "artifact_path": None}
         if n == 0 or self.rank != 0:
             return info
@@ -918,7 +553,7 @@ class _Launch:
         extra: dict[str, Any] = {}
         findings: list[dict[str, Any]] = []
         done = status == "completed"
-        model_stats = _folder_stats(self.model_dir)
+        model_stats = folder_stats(self.model_dir)
         flavor = ensure_manifest(self.model_dir) if done and model_stats[0] else None
         try:
             if done:
