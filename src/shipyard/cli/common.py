@@ -55,6 +55,20 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def parse_pairs(
+    items: list[str] | None, option: str, *, form: str = "KEY=VALUE", need_value: bool = False
+) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options into a dict (a later key wins); one that is not, an error
+    that names the option. ``need_value`` refuses ``KEY=`` too."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or (need_value and not value):
+            fail(f"{option}: expected {form}, got {item!r}", 2)
+        out[key] = value
+    return out
+
+
 def handle_errors(fn: F) -> F:
     """Turn a Shipyard error into one readable line and a non-zero exit, never a traceback."""
 

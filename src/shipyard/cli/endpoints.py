@@ -21,6 +21,7 @@ from shipyard.cli.common import (
     fail,
     fmt_time,
     handle_errors,
+    parse_pairs,
     print_json,
     print_table,
 )
@@ -80,16 +81,6 @@ def parse_variant(text: str) -> dict[str, Any]:
         except ValueError:
             fail(f"--variant {name}: the weight {tail!r} is not a number", 2)
     return {"name": name, "model": uri, "weight": weight}
-
-
-def _parse_pairs(items: list[str] | None, option: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            fail(f"{option}: expected KEY=VALUE, got {item!r}", 2)
-        out[key] = value
-    return out
 
 
 def _some(**kw: Any) -> dict[str, Any] | None:
@@ -201,7 +192,7 @@ def create(
     variants = [parse_variant(v) for v in variant] if variant else None
     multi: dict[str, Any] | None = None
     if multi_model:
-        multi = {"models": _parse_pairs(multi_model, "--multi-model")}
+        multi = {"models": parse_pairs(multi_model, "--multi-model", need_value=True)}
         if memory_budget_mb is not None:
             multi["memory_budget_mb"] = memory_budget_mb
     c = client(project, uri)
@@ -340,7 +331,7 @@ def update(
     weights = None
     if weight:
         weights = {}
-        for k, v in _parse_pairs(weight, "--weight").items():
+        for k, v in parse_pairs(weight, "--weight", need_value=True).items():
             try:
                 weights[k] = float(v)
             except ValueError:

@@ -20,6 +20,7 @@ from shipyard.cli.common import (
     fail,
     fmt_time,
     handle_errors,
+    parse_pairs,
     print_json,
     print_table,
 )
@@ -30,18 +31,8 @@ app = typer.Typer(
 )
 
 
-def _pairs(values: list[str] | None, option: str, *, scalar: bool = False) -> dict[str, Any]:
-    """``KEY=VALUE`` options into a dict; with ``scalar``, numbers and booleans are typed."""
-    out: dict[str, Any] = {}
-    for raw in values or []:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            fail(f"{option}: expected KEY=VALUE, got {raw!r}", 2)
-        out[key] = _scalar(value) if scalar else value
-    return out
-
-
 def _scalar(value: str) -> Any:
+    """A hyperparameter's value as JSON reads it when that is a number, a boolean or null."""
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -150,17 +141,17 @@ def submit(
         function=function,
         algorithm=algorithm,
         source_dir=source_dir,
-        hyperparameters=_pairs(hp, "--hp", scalar=True),
-        inputs=_pairs(input_, "--input"),
+        hyperparameters={k: _scalar(v) for k, v in parse_pairs(hp, "--hp").items()},
+        inputs=parse_pairs(input_, "--input"),
         resources={"cpus": cpus, "memory_gb": memory_gb, "gpus": gpus},
         max_runtime_s=max_runtime_s,
         retries=retries,
         instance_count=instance_count,
-        metric_definitions=_pairs(metric, "--metric"),
+        metric_definitions=parse_pairs(metric, "--metric"),
         experiment=experiment,
-        environment=_pairs(env, "--env"),
+        environment=parse_pairs(env, "--env"),
         idempotency_key=idempotency_key,
-        tags=_pairs(tag, "--tag"),
+        tags=parse_pairs(tag, "--tag"),
         name=name,
         client=c,
     )

@@ -17,6 +17,7 @@ from shipyard.cli.common import (
     fail,
     fmt_time,
     handle_errors,
+    parse_pairs,
     print_json,
     print_table,
 )
@@ -33,13 +34,7 @@ CommentOpt = Annotated[str, typer.Option("--comment", "-m", help="Why (kept in t
 
 
 def _tags(items: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--tag: expected key=value, got {item!r}", 2)
-        out[key] = value
-    return out
+    return parse_pairs(items, "--tag", form="key=value")
 
 
 def _version_rows(versions: list[Any]) -> list[tuple[Any, ...]]:

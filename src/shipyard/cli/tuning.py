@@ -23,6 +23,7 @@ from shipyard.cli.common import (
     fmt_time,
     fmt_value,
     handle_errors,
+    parse_pairs,
     print_json,
     print_table,
 )
@@ -45,16 +46,6 @@ def _json_arg(raw: str, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{option}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", 2)
-
-
-def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"{option}: expected KEY=VALUE, got {item!r}", 2)
-        out[key] = value
-    return out
 
 
 def _scalar(v: str) -> Any:
@@ -229,20 +220,20 @@ def create(
     if hyperparameter:
         template["hyperparameters"] = {
             **template.get("hyperparameters", {}),
-            **{k: _scalar(v) for k, v in _pairs(hyperparameter, "--hyperparameter").items()},
+            **{k: _scalar(v) for k, v in parse_pairs(hyperparameter, "--hyperparameter").items()},
         }
     if input_:
         template["inputs"] = {
             **template.get("inputs", {}),
             **{
                 k: str(Path(v).expanduser().resolve()) if "://" not in v else v
-                for k, v in _pairs(input_, "--input").items()
+                for k, v in parse_pairs(input_, "--input").items()
             },
         }
     if metric_definition:
         template["metric_definitions"] = [
             {"name": k, "regex": v}
-            for k, v in _pairs(metric_definition, "--metric-definition").items()
+            for k, v in parse_pairs(metric_definition, "--metric-definition").items()
         ]
     if cpus != 1:
         template.setdefault("resources", {})["cpus"] = cpus
