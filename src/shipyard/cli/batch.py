@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shipyard.cli.common import (
     JsonOpt,
@@ -16,12 +14,16 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    end_status,
     err_console,
     fail,
     fmt_time,
     handle_errors,
+    need_server,
     print_json,
     print_table,
+    progress_bar,
+    sigterm_as_interrupt,
 )
 
 app = typer.Typer(
@@ -42,54 +44,38 @@ def _rate(job: Any) -> str:
 
 def _follow(c: Any, job: Any, as_json: bool) -> None:
     """Show the job's progress until it ends; Ctrl-C (or SIGTERM) stops it, ready to resume."""
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def _term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        if as_json:
-            job = c.wait_batch_job(job.id)
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} shards"),
-                TextColumn("{task.fields[rows]}"),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=False,
-            ) as bar:
-                task = bar.add_task(
-                    f"batch {job.id}",
-                    total=job.progress.shards_total,
-                    rows="",
-                    rate="",
-                )
-
-                def show(j: Any) -> None:
-                    p = j.progress
-                    bar.update(
-                        task,
-                        completed=p.shards_done,
-                        rows=f"{p.rows_done:,}/{p.rows_total:,} rows",
-                        rate=_rate(j),
+    with sigterm_as_interrupt():
+        try:
+            if as_json:
+                job = c.wait_batch_job(job.id)
+            else:
+                with progress_bar("shards", "rows", "rate") as bar:
+                    task = bar.add_task(
+                        f"batch {job.id}",
+                        total=job.progress.shards_total,
+                        rows="",
+                        rate="",
                     )
 
-                job = c.wait_batch_job(job.id, on_progress=show)
-    except KeyboardInterrupt:
-        err_console.print(f"stopping batch job {job.id} ...", highlight=False)
-        job = c.stop_batch_job(job.id)
-        err_console.print(
-            f"stopped: {job.progress.shards_done}/{job.progress.shards_total} shards done; "
-            f"`shipyard batch resume {job.id}` runs the rest",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+                    def show(j: Any) -> None:
+                        p = j.progress
+                        bar.update(
+                            task,
+                            completed=p.shards_done,
+                            rows=f"{p.rows_done:,}/{p.rows_total:,} rows",
+                            rate=_rate(j),
+                        )
+
+                    job = c.wait_batch_job(job.id, on_progress=show)
+        except KeyboardInterrupt:
+            err_console.print(f"stopping batch job {job.id} ...", highlight=False)
+            job = c.stop_batch_job(job.id)
+            err_console.print(
+                f"stopped: {job.progress.shards_done}/{job.progress.shards_total} shards done; "
+                f"`shipyard batch resume {job.id}` runs the rest",
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
     _report(job, as_json)
 
 
@@ -104,20 +90,17 @@ def _report(job: Any, as_json: bool) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    if job.status.value == "FAILED":
-        fail(f"batch job {job.id} failed: {job.error}")
-    if job.status.value == "STOPPED":
-        fail(f"batch job {job.id} stopped; `shipyard batch resume {job.id}` runs the rest", 130)
+    end_status(
+        job.status.value,
+        failed=f"batch job {job.id} failed: {job.error}",
+        stopped=f"batch job {job.id} stopped; `shipyard batch resume {job.id}` runs the rest",
+    )
 
 
-def _need_server(c: Any, detach: bool) -> None:
-    from shipyard.sdk.local import LocalBackend
-
-    if detach and isinstance(c.backend, LocalBackend):
-        fail(
-            "--detach needs a server to run the job (pass --tracking-uri http://...); "
-            "without one the job runs in this command"
-        )
+_NEED_SERVER = (
+    "--detach needs a server to run the job (pass --tracking-uri http://...); "
+    "without one the job runs in this command"
+)
 
 
 @app.command("create")
@@ -163,7 +146,7 @@ def create(
     if join_columns and join_all:
         fail("give --join-columns or --join-all, not both", 2)
     c = client(project, uri)
-    _need_server(c, detach)
+    need_server(c, detach, _NEED_SERVER)
     job = c.batch_transform(
         model,
         input_,
@@ -315,7 +298,7 @@ def resume(
 ) -> None:
     """Run the shards of a stopped or failed job that have not succeeded."""
     c = client(project, uri)
-    _need_server(c, detach)
+    need_server(c, detach, _NEED_SERVER)
     job = c.resume_batch_job(job_id, wait=False)
     if detach:
         if as_json:

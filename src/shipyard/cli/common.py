@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -12,6 +14,7 @@ import orjson
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shipyard.core.errors import ShipyardError
@@ -53,6 +56,55 @@ def client(project: str | None, uri: str | None):  # type: ignore[no-untyped-def
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def is_local(c: Any) -> bool:
+    """Whether the client works on the embedded store in this process (no server)."""
+    from shipyard.sdk.local import LocalBackend
+
+    return isinstance(c.backend, LocalBackend)
+
+
+def need_server(c: Any, detach: bool, message: str) -> None:
+    """``--detach`` leaves the work to a server: refuse it on the embedded store."""
+    if detach and is_local(c):
+        fail(message)
+
+
+def end_status(status: str, *, failed: str, stopped: str) -> None:
+    """Exit as a finished job ended: 1 when it failed, 130 (as Ctrl-C) when it was stopped."""
+    if status.lower() == "failed":
+        fail(failed)
+    if status.lower() == "stopped":
+        fail(stopped, 130)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command follows a job, SIGTERM is Ctrl-C: the job is stopped, not left running."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def progress_bar(unit: str, *fields: str) -> Progress:
+    """A bar on stderr: the task, ``done/total UNIT``, a column per field, the time taken."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} " + unit),
+        *[TextColumn(f"{{task.fields[{f}]}}") for f in fields],
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def parse_pairs(

@@ -16,10 +16,11 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    end_status,
     err_console,
-    fail,
     fmt_time,
     handle_errors,
+    is_local,
     parse_pairs,
     print_json,
     print_table,
@@ -38,12 +39,6 @@ def _scalar(value: str) -> Any:
     except orjson.JSONDecodeError:
         return value
     return parsed if isinstance(parsed, int | float | bool) or parsed is None else value
-
-
-def _is_local(c: Any) -> bool:
-    from shipyard.sdk.local import LocalBackend
-
-    return isinstance(c.backend, LocalBackend)
 
 
 def _follow(c: Any, job: Any, as_json: bool) -> Any:
@@ -67,10 +62,11 @@ def _report_end(job: Any, as_json: bool) -> None:
             f"attempt {job.attempt}/{job.attempts}, {job.runtime_s:.1f} s)",
             highlight=False,
         )
-    if job.status.value == "failed":
-        fail(f"job {job.id} failed: {job.failure_reason or 'no reason given'}")
-    if job.status.value == "stopped":
-        fail(f"job {job.id} stopped", 130)
+    end_status(
+        job.status.value,
+        failed=f"job {job.id} failed: {job.failure_reason or 'no reason given'}",
+        stopped=f"job {job.id} stopped",
+    )
 
 
 @app.command("submit")
@@ -131,7 +127,7 @@ def submit(
             else entry_point
         )
     c = client(project, uri)
-    local = _is_local(c)
+    local = is_local(c)
     if detach and local:
         # The job waits in this store for `shipyard server` or `shipyard worker`: this command
         # must not start running it and then exit under it.

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shipyard.cli.common import (
     JsonOpt,
@@ -18,14 +16,18 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    end_status,
     err_console,
     fail,
     fmt_time,
     fmt_value,
     handle_errors,
+    need_server,
     parse_pairs,
     print_json,
     print_table,
+    progress_bar,
+    sigterm_as_interrupt,
 )
 
 app = typer.Typer(
@@ -61,42 +63,27 @@ def _scalar(v: str) -> Any:
 
 def _progress(tj: Any, as_json: bool) -> Any:
     """Follow the tuning job to its end; Ctrl-C stops it (its running trials too)."""
-    previous = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        try:
+            if as_json:
+                return tj.wait()
+            with progress_bar("trials", "detail") as bar:
+                task = bar.add_task(f"tuning {tj.id}", total=tj.info.max_trials, detail="")
 
-    def _term(*_: object) -> None:
-        raise KeyboardInterrupt
+                def show(info: Any) -> None:
+                    n = info.trials_count
+                    best = f"best {fmt_value(info.best.value)}" if info.best else ""
+                    bar.update(
+                        task,
+                        completed=n.total - n.running,
+                        detail=f"{n.running} running, {n.pruned} pruned, {n.failed} failed {best}",
+                    )
 
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        if as_json:
-            return tj.wait()
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} trials"),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-        ) as bar:
-            task = bar.add_task(f"tuning {tj.id}", total=tj.info.max_trials, detail="")
-
-            def show(info: Any) -> None:
-                n = info.trials_count
-                best = f"best {fmt_value(info.best.value)}" if info.best else ""
-                bar.update(
-                    task,
-                    completed=n.total - n.running,
-                    detail=f"{n.running} running, {n.pruned} pruned, {n.failed} failed {best}",
-                )
-
-            return tj.wait(on_progress=show, poll_s=0.3)
-    except KeyboardInterrupt:
-        err_console.print(f"stopping tuning job {tj.id} ...", highlight=False)
-        tj.stop()
-        raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+                return tj.wait(on_progress=show, poll_s=0.3)
+        except KeyboardInterrupt:
+            err_console.print(f"stopping tuning job {tj.id} ...", highlight=False)
+            tj.stop()
+            raise typer.Exit(130) from None
 
 
 def _print_job(info: Any) -> None:
@@ -200,14 +187,14 @@ def create(
 ) -> None:
     """Start a tuning job; each trial runs the training job with sampled hyperparameters."""
     from shipyard.sdk import tuning as sdk_tuning
-    from shipyard.sdk.local import LocalBackend
 
     c = client(project, uri)
-    if detach and isinstance(c.backend, LocalBackend):
-        fail(
-            "--detach needs a server to drive the trials (pass --tracking-uri http://...); "
-            "without one the tuning job runs in this command"
-        )
+    need_server(
+        c,
+        detach,
+        "--detach needs a server to drive the trials (pass --tracking-uri http://...); "
+        "without one the tuning job runs in this command",
+    )
     template: dict[str, Any] = _json_arg(trial, "--trial") if trial else {}
     if not isinstance(template, dict):
         fail("--trial: expected a JSON object", 2)
@@ -268,10 +255,11 @@ def create(
         print_json(tj.info)
     else:
         _print_job(tj.info)
-    if tj.status.value == "failed":
-        fail(f"tuning job {tj.id} failed: {tj.info.failure_reason}")
-    if tj.status.value == "stopped":
-        fail(f"tuning job {tj.id} was stopped", 130)
+    end_status(
+        tj.status.value,
+        failed=f"tuning job {tj.id} failed: {tj.info.failure_reason}",
+        stopped=f"tuning job {tj.id} was stopped",
+    )
 
 
 @app.command("list")
@@ -372,11 +360,9 @@ def resume(
 ) -> None:
     """Drive a tuning job whose process ended (a closed notebook): on the server, or here."""
     from shipyard.sdk import tuning as sdk_tuning
-    from shipyard.sdk.local import LocalBackend
 
     c = client(project, uri)
-    if detach and isinstance(c.backend, LocalBackend):
-        fail("--detach needs a server (pass --tracking-uri http://...)")
+    need_server(c, detach, "--detach needs a server (pass --tracking-uri http://...)")
     tj = sdk_tuning.TuningJob(c, c.backend.resume_tuning_job(c._ready(), tuning_job_id))
     if not detach:
         tj = _progress(tj, as_json)
