@@ -339,37 +339,6 @@ def test_the_fork_server_starts_tasks_with_its_modules_loaded(tmp_path: Path) ->
         ex.shutdown()
 
 
-def test_a_task_names_the_modules_its_process_starts_with(tmp_path: Path) -> None:
-    """One fork server per list: a task naming its own list is forked from a server that
-    imported those (and not the executor's); a task naming none, from the executor's. With
-    ``task_preload=False`` the executor's list is for every task."""
-    names = ["wave", "colorsys"]
-
-    def run(ex: LocalExecutor, preload: tuple[str, ...] | None) -> dict:
-        spec = TaskSpec(
-            target=f"{HERE}:loaded_modules", args={"names": names}, env=ENV, preload=preload
-        )
-        st = ex.wait(ex.submit(spec), 60)
-        assert st.state == TaskState.SUCCEEDED, st
-        return st.result
-
-    ex = LocalExecutor(tmp_path / "tasks", slots=2, preload=["wave"])
-    try:
-        own, default, again = run(ex, ("colorsys",)), run(ex, None), run(ex, ("colorsys",))
-        assert own["loaded"] == ["colorsys"] and default["loaded"] == ["wave"]
-        assert own["ppid"] == again["ppid"] != default["ppid"]  # two fork servers, each kept
-    finally:
-        ex.shutdown()
-    fixed = LocalExecutor(tmp_path / "fixed", slots=2, preload=["wave"], task_preload=False)
-    try:
-        assert run(fixed, ("colorsys",))["loaded"] == ["wave"]
-    finally:
-        fixed.shutdown()
-    with pytest.raises(InvalidArgument) as e:
-        TaskSpec(target=f"{HERE}:loaded_modules", preload=("not a module",)).check()
-    assert e.value.details["field"] == "preload"
-
-
 def random_number() -> float:
     import numpy as np
 

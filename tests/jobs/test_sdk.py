@@ -99,18 +99,3 @@ def test_bad_input_names_the_field(sy, tmp_path):
         sy.jobs.list(status="done")
     assert err.value.details["field"] == "status"
     assert sy.jobs.list().data == []  # nothing was queued by the refusals
-
-
-def test_a_job_starts_without_the_batch_shards_libraries(sy, tmp_path):
-    """A training job is forked from a fork server of its own, which has not imported pandas,
-    PyArrow or scikit-learn (batch shards have theirs): a lighter process to fork."""
-    (tmp_path / "probe.py").write_text(
-        "import sys\n"
-        "print('loaded', sorted(m for m in ('pandas', 'pyarrow', 'sklearn') if m in sys.modules))\n"
-        "import pandas\n"
-        "print('pandas', pandas.__name__)\n"
-    )
-    job = sy.jobs.submit("probe.py", source_dir=tmp_path, wait=True, timeout_s=60)
-    assert job.status.value == "completed", job.failure_reason
-    text = sy.jobs.logs(job.id)
-    assert "loaded []" in text and "pandas pandas" in text  # imported when the code asks

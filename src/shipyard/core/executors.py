@@ -84,12 +84,6 @@ class TaskSpec:
     # it needs (Ray's num_gpus). LocalExecutor runs a task whatever these say.
     memory_gb: float | None = None
     gpus: float = 0
-    # The modules a callable task's process starts with, already imported: the executor keeps
-    # one fork server per distinct list (None: the executor's own ``preload``). A training job
-    # and a batch shard name their own, so that a job is not forked from a process holding
-    # pandas, PyArrow and scikit-learn (264 MB of RSS against 66 MB: forking, and the page
-    # copies a forked process makes as it runs, cost with the size of the image).
-    preload: tuple[str, ...] | None = None
 
     def check(self) -> bytes:
         """Validate and return the JSON form; raises ``InvalidArgument`` naming the field."""
@@ -124,13 +118,6 @@ class TaskSpec:
         ):
             raise InvalidArgument.for_field(
                 "gpus", f"expected a number of GPUs >= 0, got {self.gpus!r}"
-            )
-        if self.preload is not None and not all(
-            isinstance(m, str) and m and all(p.isidentifier() for p in m.split("."))
-            for m in self.preload
-        ):
-            raise InvalidArgument.for_field(
-                "preload", f"expected a list of module names, got {self.preload!r}"
             )
         try:
             return orjson.dumps(
@@ -239,10 +226,7 @@ class LocalExecutor:
         kill_grace_s: float = 5.0,
         fork_server: bool = hasattr(os, "fork"),
         preload: Sequence[str] = (),
-        task_preload: bool = True,
     ) -> None:
-        """``preload``: what a callable task's process starts with, for tasks that name no list
-        of their own (``TaskSpec.preload``), or for every task with ``task_preload=False``."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._slots = max(1, slots or os.cpu_count() or 1)
@@ -255,8 +239,7 @@ class LocalExecutor:
         self._closed = False
         self.fork_server = fork_server
         self.preload = list(preload)
-        self.task_preload = task_preload
-        self._servers: dict[tuple[str, ...], _ForkServer] = {}
+        self._server: _ForkServer | None = None
         self._server_lock = threading.Lock()
         self._done_callbacks: list[Callable[[str], object]] = []
 
@@ -283,26 +266,19 @@ class LocalExecutor:
             with contextlib.suppress(Exception):
                 fn(task_id)
 
-    def _preload_of(self, spec: TaskSpec) -> tuple[str, ...]:
-        own = spec.preload is not None and self.task_preload
-        return tuple(spec.preload if own and spec.preload is not None else self.preload)
-
-    def _fork_server(self, preload: tuple[str, ...]) -> _ForkServer | None:
-        """The fork server of ``preload``, started on first use (it imports them: seconds,
-        once)."""
+    def _fork_server(self) -> _ForkServer | None:
+        """The fork server, started on first use (it imports ``preload``: seconds, once)."""
         if not self.fork_server:
             return None
         with self._server_lock:
-            server = self._servers.get(preload)
-            if server is None or not server.alive:
-                server = _ForkServer(self.python, list(preload), self.root / "fork-server.log")
-                self._servers[preload] = server
-            return server
+            if self._server is None or not self._server.alive:
+                self._server = _ForkServer(self.python, self.preload, self.root / "fork-server.log")
+            return self._server
 
     def submit(self, spec: TaskSpec) -> str:
         data = spec.check()
         if spec.target is not None:
-            self._fork_server(self._preload_of(spec))  # outside the lock: it may take a while
+            self._fork_server()  # outside the lock: starting it may take a while
         if spec.cpus > self._slots:
             raise InvalidArgument.for_field(
                 "cpus", f"the task needs {spec.cpus} CPUs; this executor has {self._slots}"
@@ -357,11 +333,7 @@ class LocalExecutor:
         # The runner must find this very package, whatever the task's working directory.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
         log_path = t.dir / "task.log"
-        server = (
-            self._servers.get(self._preload_of(t.spec))
-            if t.spec.target is not None and self.fork_server
-            else None
-        )
+        server = self._server if t.spec.target is not None and self.fork_server else None
         try:
             if server is not None and server.alive:
                 t.proc = server.spawn(t.status.id, t.dir, log_path, t.spec.cwd, env)
@@ -488,9 +460,9 @@ class LocalExecutor:
         for tid in ids:
             self._tasks[tid].done.wait(self.kill_grace_s + 5)
         with self._server_lock:
-            servers, self._servers = list(self._servers.values()), {}
-        for server in servers:
-            server.close()
+            if self._server is not None:
+                self._server.close()
+                self._server = None
 
     def forget(self, task_id: str) -> None:
         """Drop a final task's in-memory status (its files stay)."""

@@ -353,7 +353,6 @@ class RayExecutor:
         kill_grace_s: float = 5.0,
         fork_server: bool = hasattr(os, "fork"),
         preload: Sequence[str] = (),
-        task_preload: bool = True,
     ) -> None:
         if num_cpus is not None and address not in (None, "local"):
             raise InvalidArgument.for_field(
@@ -367,7 +366,6 @@ class RayExecutor:
         self.kill_grace_s = kill_grace_s
         self.fork_server = fork_server
         self.preload = list(preload)
-        self.task_preload = task_preload  # as LocalExecutor's
         try:
             _connect(address, num_cpus)
         except ShipyardError:
@@ -475,9 +473,7 @@ class RayExecutor:
                 spec.target is not None,
                 # CUDA and fork do not mix: a GPU task gets a fresh interpreter.
                 self.fork_server and not spec.gpus,
-                list(
-                    spec.preload if spec.preload is not None and self.task_preload else self.preload
-                ),
+                self.preload,
             )
         self._wake.set()
         return task_id

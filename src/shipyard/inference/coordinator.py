@@ -22,7 +22,6 @@ from shipyard.core.timeutil import ms_to_dt, now_ms
 from shipyard.inference import data
 from shipyard.inference.schemas import BatchJobStatus, ShardStatus
 from shipyard.inference.tables import batch_jobs, batch_shards
-from shipyard.inference.worker import PRELOAD as SHARD_PRELOAD
 
 if TYPE_CHECKING:
     from shipyard.inference.service import BatchService
@@ -178,12 +177,7 @@ class Coordinator:
             "output_file": s.output_file,
         }
         task_id = self.svc.executor.submit(
-            TaskSpec(
-                target=WORKER,
-                args=args,
-                name=f"batch {self.job_id} shard {index}",
-                preload=(*SHARD_PRELOAD, WORKER.partition(":")[0]),
-            )
+            TaskSpec(target=WORKER, args=args, name=f"batch {self.job_id} shard {index}")
         )
         self.running[task_id] = index
         self.tries[index] = self.tries.get(index, 0) + 1

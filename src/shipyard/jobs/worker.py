@@ -344,8 +344,6 @@ class JobWorker:
                     kw["memory_gb"] = spec.resources.memory_gb
                 if "gpus" in _TASK_FIELDS:
                     kw["gpus"] = spec.resources.gpus
-                if "preload" in _TASK_FIELDS:
-                    kw["preload"] = PRELOAD
                 task_id = self.executor.submit(TaskSpec(**kw))
                 status = self.executor.status(task_id)
                 ranks.append(_Rank(rank, task_id, log_path=status.log_path))

@@ -30,10 +30,11 @@ _worker_lock = threading.Lock()
 def make_executor(settings: Settings) -> Executor:
     """The one executor of this process, shared by jobs, trials and batch shards: local
     subprocesses (a fork server preloads what they import) or a Ray cluster."""
-    # Jobs and batch shards name their own lists (one fork server each, started on first
-    # use); a list in the settings is for every task.
-    fixed = settings.executor_preload is not None
-    preload = list(settings.executor_preload or ()) if fixed else [*SHARD_PRELOAD, *JOB_PRELOAD]
+    preload = (
+        settings.executor_preload
+        if settings.executor_preload is not None
+        else (*SHARD_PRELOAD, *JOB_PRELOAD)
+    )
     if settings.executor == "ray":
         from shipyard.core.ray_executor import RayExecutor
 
@@ -43,12 +44,9 @@ def make_executor(settings: Settings) -> Executor:
             settings.ray_address or None,
             # A local Ray gets the slots asked for; a cluster has its own.
             num_cpus=settings.executor_slots if local else None,
-            preload=preload,  # each Ray worker keeps a fork server per list
-            task_preload=not fixed,
+            preload=preload,  # each Ray worker keeps a fork server with these imported
         )
-    return LocalExecutor(
-        settings.home / "tasks", settings.executor_slots, preload=preload, task_preload=not fixed
-    )
+    return LocalExecutor(settings.home / "tasks", settings.executor_slots, preload=preload)
 
 
 class LazyExecutor:
