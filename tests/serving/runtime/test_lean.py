@@ -63,11 +63,13 @@ def test_an_array_model_is_served_without_pandas(
     assert np.allclose(got, model_dirs.rf_model.predict_proba(model_dirs.X.iloc[:3]))
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
 def test_a_model_that_needs_frames_brings_pandas_in(
-    start_runtime: StartRuntime, model_dirs: ModelDirs, tmp_path: Path
+    mode: str, start_runtime: StartRuntime, model_dirs: ModelDirs, tmp_path: Path
 ) -> None:
-    """Reloaded from an array model to a pipeline that picks columns by name, in one
-    thread-mode process: pandas is let in for it and both answer right."""
+    """Reloaded from an array model to a pipeline that picks columns by name: pandas is let in
+    where the model runs (the server's thread, or the workers forked from a fork server that
+    kept it out), and both models answer right."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -82,13 +84,19 @@ def test_a_model_that_needs_frames_brings_pandas_in(
     ).fit(X, y)
     save_model(pipe, tmp_path / "pipe", input_example=X.head(5))
 
-    rt = start_runtime({"variants": [variant("blue", model_dirs.lr)]})
+    scaling = {"min_workers": 1, "max_workers": 1, "worker_mode": mode}
+    rt = start_runtime({"variants": [variant("blue", model_dirs.lr)], "scaling": scaling})
+
+    def model_pids() -> list[int]:
+        return [rt.proc.pid] if mode == "thread" else rt.stats()["workers"]["pids"]
+
     _predicts_like(rt, model_dirs.lr_model, model_dirs)
-    assert not _has_pandas(rt.proc.pid)
-    r = rt.reload({"variants": [variant("green", tmp_path / "pipe", version="2")]})
+    assert not any(_has_pandas(p) for p in model_pids())
+    green = {"variants": [variant("green", tmp_path / "pipe", version="2")], "scaling": scaling}
+    r = rt.reload(green)
     assert r.status_code == 200, r.text
     _predicts_like(rt, pipe, model_dirs, start=20)
-    assert _has_pandas(rt.proc.pid)
+    assert all(_has_pandas(p) for p in model_pids())
 
 
 def test_a_server_with_a_frame_model_keeps_pandas(
