@@ -22,7 +22,8 @@ fresh store, and each in its fastest mode for the call:
   tables (the same values for both), with a metric filter and an order: median and p95.
   MLflow and Shipyard only: Trackio has no search, and Aim's is not measured (see
   ``peers/aim_worker.py``).
-- Run creation through the server (start and end of a run), runs per second.
+- Run creation through the server (start and end of a run), runs per second. ``--runs-only``
+  measures this row alone (each tool's server started once, no other workload).
 - The server: seconds from start to healthy, idle RSS of the whole process tree and its number
   of processes, and a small GET on one kept-alive connection (wall time, and wall time beyond
   the server's own CPU time per request). MLflow is measured both as ``mlflow server`` starts
@@ -144,6 +145,10 @@ def mlflow_worker(*args: str, env: dict[str, str] | None = None) -> Any:
     return run_json([str(MLFLOW_PY), str(MLFLOW_WORKER), *args], env=env)
 
 
+# Set by --runs-only: each tool's server is started, run creation measured, and nothing else.
+RUNS_ONLY = False
+
+
 def capped(peer: str, counts: dict[str, int], what: str) -> int:
     return min(counts[what], PEER_CAPS.get(peer, {}).get(what, counts[what]))
 
@@ -177,6 +182,8 @@ def bench_shipyard(
         log(f"shipyard: up in {out['start_s']:.2f}s, {out['idle']}")
         out["create_runs"] = shipyard_side.create_runs(server.url, counts["create_runs"])
         log(f"shipyard: create_runs {out['create_runs']['runs_per_s']:.0f}/s")
+        if RUNS_ONLY:
+            return out
         out["log_metric"] = shipyard_side.log_metric(server.url, counts["log_metric"])
         log(f"shipyard: log_metric {out['log_metric']}")
         n = counts["log_batch"]
@@ -231,11 +238,12 @@ def bench_mlflow(
         )
 
     # As a user starts it: the default number of workers.
-    with server([], "default") as s:
-        out["default"] = {"start_s": s.start()}
-        out["default"]["idle"] = idle_footprint(s)
-        out["default"]["keepalive"] = keepalive_probe(s, "/health")
-        log(f"mlflow default: {out['default']}")
+    if not RUNS_ONLY:
+        with server([], "default") as s:
+            out["default"] = {"start_s": s.start()}
+            out["default"]["idle"] = idle_footprint(s)
+            out["default"]["keepalive"] = keepalive_probe(s, "/health")
+            log(f"mlflow default: {out['default']}")
 
     # Its fastest set-up for one client: the workloads run against this one.
     with server(["--workers", str(workers)], f"{workers}w") as s:
@@ -247,6 +255,8 @@ def bench_mlflow(
             "create-runs", "--uri", s.url, "--n", str(counts["create_runs"])
         )
         log(f"mlflow: create_runs {out['create_runs']['runs_per_s']:.0f}/s")
+        if RUNS_ONLY:
+            return out
         out["log_metric"] = mlflow_worker(
             "log-metric", "--uri", s.url, "--n", str(counts["log_metric"])
         )
@@ -337,11 +347,13 @@ def bench_trackio(work: Path, counts: dict[str, int]) -> dict[str, Any]:
             ("create_runs", "create-runs"),
             ("log_metric", "log-metric"),
             ("log_batch", "log-batch"),
-        ):
+        )[: 1 if RUNS_ONLY else 3]:
             n = out["counts"][what] = capped("trackio", counts, what)
             out[what] = run(cmd, n, *remote)
             log(f"trackio: {what} {out[what]}")
         out["busy"] = {"rss_mb": s.footprint()[0] / 2**20}
+    if RUNS_ONLY:
+        return out
     out["log_metric_local"] = run("log-metric", counts["log_metric"], "--store", str(local))
     log(f"trackio: log_metric in-process {out['log_metric_local']['points_per_s']:.0f}/s")
     return out
@@ -372,11 +384,13 @@ def bench_aim(work: Path, counts: dict[str, int]) -> dict[str, Any]:
             ("create_runs", "create-runs"),
             ("log_metric", "log-metric"),
             ("log_batch", "log-batch"),
-        ):
+        )[: 1 if RUNS_ONLY else 3]:
             n = out["counts"][what] = capped("aim", counts, what)
             out[what] = run(cmd, n, f"aim://127.0.0.1:{port}")
             log(f"aim: {what} {out[what]}")
         out["busy"] = {"rss_mb": s.footprint()[0] / 2**20}
+    if RUNS_ONLY:
+        return out
     out["log_metric_local"] = run("log-metric", capped("aim", counts, "log_metric"), str(local))
     log(f"aim: log_metric in-process {out['log_metric_local']['points_per_s']:.0f}/s")
     return out
@@ -441,6 +455,20 @@ def rows_for(
     def three_x_trackio(r: Row) -> bool:
         trackio = r.peers.get("Trackio")
         return r.shipyard is not None and (not trackio or r.shipyard >= 3 * trackio)
+
+    creation = Row(
+        "run created and ended via server",
+        ml["create_runs"]["runs_per_s"],
+        sy["create_runs"]["runs_per_s"],
+        "runs/s",
+        "higher",
+        "≥10x fastest peer",
+        peers=others("create_runs", "runs_per_s"),
+    )
+    creation.met = creation.ratio_fastest is not None and creation.ratio_fastest >= 10
+    creation.note = calls("create_runs").removeprefix("; ")
+    if RUNS_ONLY:
+        return [creation]
 
     lm = ("log_metric", "points_per_s")
     r = Row(
@@ -539,18 +567,7 @@ def rows_for(
         )
     )
 
-    r = Row(
-        "run created and ended via server",
-        ml["create_runs"]["runs_per_s"],
-        sy["create_runs"]["runs_per_s"],
-        "runs/s",
-        "higher",
-        "≥10x fastest peer",
-        peers=others("create_runs", "runs_per_s"),
-    )
-    r.met = r.ratio_fastest is not None and r.ratio_fastest >= 10
-    r.note = calls("create_runs").removeprefix("; ")
-    rows.append(r)
+    rows.append(creation)
 
     d = ml["default"]
     r = Row(
@@ -642,6 +659,14 @@ def main() -> None:
     ap.add_argument(
         "--skip-install", action="store_true", help="use the peers' environments as they are"
     )
+    ap.add_argument(
+        "--runs-only",
+        action="store_true",
+        help="measure run creation alone (the servers start, nothing else runs)",
+    )
+    ap.add_argument(
+        "--create-runs", type=int, default=None, help="runs each tool creates (before peer caps)"
+    )
     ap.add_argument("--reps", type=int, default=None, help="search repetitions (default 25)")
     ap.add_argument(
         "--search-budget-s",
@@ -656,7 +681,11 @@ def main() -> None:
         help="workers of the MLflow server the workloads run against (default 1, its fastest)",
     )
     args = ap.parse_args()
-    counts = QUICK if args.quick else FULL
+    counts = dict(QUICK if args.quick else FULL)
+    if args.create_runs:
+        counts["create_runs"] = args.create_runs
+    global RUNS_ONLY
+    RUNS_ONLY = args.runs_only
     reps = args.reps or 25
     extra = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p]
     unknown = set(extra) - {"trackio", "aim"}
