@@ -31,7 +31,7 @@ from shipyard.core.errors import Conflict, InvalidArgument, NotFound
 from shipyard.core.executors import Executor
 from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
-from shipyard.core.threads import join_threads
+from shipyard.core.threads import Coordinators
 from shipyard.core.timeutil import ms_to_dt, now_ms
 from shipyard.inference import data
 from shipyard.inference.coordinator import Coordinator
@@ -76,10 +76,7 @@ class BatchService:
         self.lease_ms = int(lease_s * 1000)
         self.poll_s = poll_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lock = threading.Lock()
-        self._coordinators: dict[str, threading.Thread] = {}
-        self._stop_events: dict[str, threading.Event] = {}
-        self._closed = False
+        self._coordinators = Coordinators()
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -474,10 +471,7 @@ class BatchService:
                     .where(batch_jobs.c.id == job_id)
                     .values(status=BatchJobStatus.STOPPING.value, updated_at=now_ms())
                 )
-        with self._lock:
-            ev = self._stop_events.get(job_id)
-        if ev is not None:
-            ev.set()
+        self._coordinators.stop(job_id)
         return self.get_job(project, job_id)
 
     def resume_job(self, project: str, job_id: str) -> BatchJobPublic:
@@ -553,16 +547,12 @@ class BatchService:
     # -- the coordinator -------------------------------------------------------------------------
 
     def _start(self, job_id: str) -> None:
-        with self._lock:
-            if self._closed:
+        if not self._coordinators.start(
+            job_id, f"batch-{job_id}", lambda ev: self._drive_safely(job_id, ev)
+        ):
+            if self._coordinators.closed:
                 raise Conflict("this Shipyard is shutting down; resume the job later")
-            ev = threading.Event()
-            t = threading.Thread(
-                target=self._drive_safely, args=(job_id, ev), name=f"batch-{job_id}", daemon=True
-            )
-            self._coordinators[job_id] = t
-            self._stop_events[job_id] = ev
-        t.start()
+            raise Conflict(f"batch job {job_id} is already being run here")
 
     def _drive_safely(self, job_id: str, stop: threading.Event) -> None:
         coordinator = Coordinator(self, job_id, stop)
@@ -592,25 +582,14 @@ class BatchService:
                         updated_at=now,
                     )
                 )
-        finally:
-            with self._lock:
-                self._coordinators.pop(job_id, None)
-                self._stop_events.pop(job_id, None)
 
     def wait_idle(self, timeout_s: float | None = None) -> None:
         """Wait for this process's coordinators to end (tests, shutdown)."""
-
-        def current() -> list[threading.Thread]:
-            with self._lock:
-                return list(self._coordinators.values())
-
-        join_threads(current, timeout_s)
+        self._coordinators.wait(timeout_s)
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop the jobs this process drives (each left ``STOPPED``, ready to resume)."""
-        with self._lock:
-            self._closed = True
-            ids = list(self._coordinators)
+        ids = self._coordinators.close()
         if ids:
             now = now_ms()
             with self.db.write() as conn:
@@ -624,7 +603,5 @@ class BatchService:
                     )
                     .values(status=BatchJobStatus.STOPPING.value, updated_at=now)
                 )
-            with self._lock:
-                for ev in self._stop_events.values():
-                    ev.set()
+            self._coordinators.stop_all()
         self.wait_idle(timeout_s)

@@ -36,7 +36,7 @@ from shipyard.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFo
 from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
 from shipyard.core.schemas import validate
-from shipyard.core.threads import join_threads
+from shipyard.core.threads import Coordinators
 from shipyard.core.timeutil import dt_to_ms, ms_to_dt, now_ms
 from shipyard.projects.service import ProjectService
 from shipyard.tracking.schemas import ExperimentCreate, MetricRow, RunStatus
@@ -135,10 +135,7 @@ class TuningService:
         self.lease_ms = int(lease_s * 1000)
         self.poll_s = poll_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lock = threading.Lock()
-        self._coordinators: dict[str, threading.Thread] = {}
-        self._stop_events: dict[str, threading.Event] = {}
-        self._closed = False
+        self._coordinators = Coordinators()
 
     # -- create --------------------------------------------------------------------------------
 
@@ -586,11 +583,7 @@ class TuningService:
             orphan = (row.lease_expires_at or 0) < now
         if final or function:
             return self.get(project, tuning_job_id)
-        with self._lock:
-            ev = self._stop_events.get(tuning_job_id)
-        if ev is not None:
-            ev.set()
-        elif orphan:
+        if not self._coordinators.stop(tuning_job_id) and orphan:
             self.stop_trials(project, tuning_job_id, "the tuning job was stopped")
             self.finish(tuning_job_id, TuningJobStatus.stopped, None, owner=None)
         return self.get(project, tuning_job_id)
@@ -737,9 +730,7 @@ class TuningService:
             )
         if row.status not in ACTIVE:
             raise Conflict(f"tuning job {tuning_job_id} is {row.status}", {"status": row.status})
-        with self._lock:
-            here = tuning_job_id in self._coordinators
-        if not here and not self.adopt(tuning_job_id):
+        if tuning_job_id not in self._coordinators and not self.adopt(tuning_job_id):
             raise Conflict(
                 f"tuning job {tuning_job_id} is driven by {row.owner} (lease until "
                 f"{ms_to_dt(row.lease_expires_at)})",
@@ -769,26 +760,17 @@ class TuningService:
         return True
 
     def _start(self, tuning_job_id: str) -> None:
+        """Drive the tuning job in a thread of this process (unless one does, or this service
+        is shutting down)."""
+        self._coordinators.start(
+            tuning_job_id, f"tuning-{tuning_job_id}", lambda ev: self._drive(tuning_job_id, ev)
+        )
+
+    def _drive(self, jid: str, stop: threading.Event) -> None:
         from shipyard.tuning.coordinator import Coordinator
 
-        with self._lock:
-            if self._closed:
-                return
-            if tuning_job_id in self._coordinators:
-                return
-            ev = threading.Event()
-            coordinator = Coordinator(self, tuning_job_id, ev)
-            t = threading.Thread(
-                target=self._drive, args=(coordinator,), name=f"tuning-{tuning_job_id}", daemon=True
-            )
-            self._coordinators[tuning_job_id] = t
-            self._stop_events[tuning_job_id] = ev
-        t.start()
-
-    def _drive(self, coordinator: Any) -> None:
-        jid = coordinator.tuning_job_id
         try:
-            coordinator.run()
+            Coordinator(self, jid, stop).run()
         except Exception as exc:
             log.exception("tuning job %s: coordinator failed", jid)
             try:
@@ -800,28 +782,16 @@ class TuningService:
                 )
             except Exception:
                 log.exception("tuning job %s: could not record the failure", jid)
-        finally:
-            with self._lock:
-                self._coordinators.pop(jid, None)
-                self._stop_events.pop(jid, None)
 
     def wait_idle(self, timeout_s: float | None = None) -> None:
         """Wait for this process's coordinators to end (tests, shutdown)."""
-
-        def current() -> list[threading.Thread]:
-            with self._lock:
-                return list(self._coordinators.values())
-
-        join_threads(current, timeout_s)
+        self._coordinators.wait(timeout_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop driving tuning jobs here and release their leases: they stay ``running`` (their
         trial jobs go on in the job queue) and the next Shipyard to start resumes them."""
-        with self._lock:
-            self._closed = True
-            events = list(self._stop_events.values())
-        for ev in events:
-            ev.set()
+        self._coordinators.close()
+        self._coordinators.stop_all()
         self.wait_idle(timeout_s)
 
 
