@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlparse
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from shipyard.core.errors import InvalidArgument, NotFound, PermissionDenied, ShipyardError
+from shipyard.core.errors import NotFound, PermissionDenied, ShipyardError
 from shipyard.core.paging import encode_page_token
 from shipyard.jobs.schemas import ACTIVE_STATUSES, Job, JobCreate, JobStatus
 from shipyard.jobs.service import JobService
@@ -123,18 +123,6 @@ def _common() -> dict[str, Any]:
     }
 
 
-def _status_param(raw: str) -> JobStatus | None:
-    if not raw:
-        return None
-    try:
-        return JobStatus(raw)
-    except ValueError:
-        choices = ", ".join(s.value for s in JobStatus)
-        raise InvalidArgument.for_field(
-            "status", f"expected one of {choices}, got {raw!r}"
-        ) from None
-
-
 # -- the list ---------------------------------------------------------------------------------
 
 
@@ -148,7 +136,7 @@ def jobs_page(
     size: int = PAGE,
 ) -> Response:
     require_viewer(request, project)
-    wanted = _status_param(status)
+    wanted = views.choice_param(status, JobStatus)
     page = max(1, page)
     size = min(MAX_PAGE, max(1, size))
     svc = _jobs(request)

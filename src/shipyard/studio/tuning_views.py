@@ -161,24 +161,12 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def _status_param(raw: str) -> TuningJobStatus | None:
-    if not raw:
-        return None
-    try:
-        return TuningJobStatus(raw)
-    except ValueError:
-        choices = ", ".join(s.value for s in TuningJobStatus)
-        raise InvalidArgument.for_field(
-            "status", f"expected one of {choices}, got {raw!r}"
-        ) from None
-
-
 @router.get("/projects/{project}/tuning-jobs")
 def tuning_jobs_page(
     request: Request, project: str, status: str = "", page: int = 1, size: int = PAGE
 ) -> Response:
     require_viewer(request, project)
-    wanted = _status_param(status)
+    wanted = views.choice_param(status, TuningJobStatus)
     page = max(1, page)
     size = min(MAX_PAGE, max(1, size))
     svc = _tuning(request)

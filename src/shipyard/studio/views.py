@@ -8,10 +8,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from shipyard.core.errors import InvalidArgument
 from shipyard.tracking.schemas import MetricHistory, RunPublic
+
+E = TypeVar("E", bound=Enum)
 
 # One colour per run, in the order the runs were chosen; at most 10 runs are compared, so every
 # run gets its own (Tableau 10, readable on white and distinguishable by most colour-blind eyes).
@@ -136,6 +140,18 @@ def mark_error(text: str, details: dict[str, Any]) -> Marked | None:
         m = re.match(r"\s*\S+", text[pos:])
         end = pos + (m.end() if m else 0)
     return Marked(text[:pos], text[pos:end], text[end:])
+
+
+def choice_param(raw: str, choices: type[E], name: str = "status") -> E | None:
+    """A list filter's value from the query string: None when empty; else one of ``choices``,
+    or a 400 naming the parameter and what it takes."""
+    if not raw:
+        return None
+    try:
+        return choices(raw)
+    except ValueError:
+        allowed = ", ".join(str(c.value) for c in choices)
+        raise InvalidArgument.for_field(name, f"expected one of {allowed}, got {raw!r}") from None
 
 
 # -- the runs table's state, all of it in the URL ---------------------------------------------
