@@ -14,13 +14,16 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    emit,
     end_status,
     err_console,
     fail,
     fmt_time,
     handle_errors,
     need_server,
+    print_fields,
     print_json,
+    print_page,
     print_table,
     progress_bar,
     sigterm_as_interrupt,
@@ -165,10 +168,7 @@ def create(
         wait=False,
     )
     if detach:
-        if as_json:
-            print_json(job)
-        else:
-            console.print(f"started batch job {job.id}", highlight=False)
+        emit(job, as_json, f"started batch job {job.id}")
         return
     _follow(c, job, as_json)
 
@@ -193,25 +193,20 @@ def list_(
     page = client(project, uri).list_batch_jobs(
         status=status.upper() if status else None, page_size=page_size, page_token=page_token
     )
-    if as_json:
-        print_json(page)
-        return
-    print_table(
+    print_page(
+        page,
+        as_json,
         ["id", "status", "model", "shards", "rows", "rate", "output", "created"],
-        [
-            [
-                j.id,
-                j.status.value,
-                f"{j.model_name}/{j.model_version}" if j.model_name else j.model,
-                f"{j.progress.shards_done}/{j.progress.shards_total}",
-                f"{j.progress.rows_done:,}/{j.progress.rows_total:,}",
-                _rate(j),
-                j.output,
-                fmt_time(j.created_at),
-            ]
-            for j in page.data
+        lambda j: [
+            j.id,
+            j.status.value,
+            f"{j.model_name}/{j.model_version}" if j.model_name else j.model,
+            f"{j.progress.shards_done}/{j.progress.shards_total}",
+            f"{j.progress.rows_done:,}/{j.progress.rows_total:,}",
+            _rate(j),
+            j.output,
+            fmt_time(j.created_at),
         ],
-        next_page_token=page.next_page_token,
     )
 
 
@@ -249,8 +244,7 @@ def show(
         lines.append(("error", job.error))
     if job.manifest:
         lines.append(("manifest", job.manifest))
-    for k, v in lines:
-        console.print(f"[bold]{k:>9}[/bold]  {v}", highlight=False, soft_wrap=True)
+    print_fields(lines)
     print_table(
         ["shard", "status", "rows", "attempts", "file", "error"],
         [
@@ -277,13 +271,11 @@ def stop(
 ) -> None:
     """Stop a job: running shards are cancelled; finished shards are kept for a resume."""
     job = client(project, uri).stop_batch_job(job_id)
-    if as_json:
-        print_json(job)
-        return
-    console.print(
+    emit(
+        job,
+        as_json,
         f"batch job {job.id} {job.status.value.lower()}: {job.progress.shards_done}/"
         f"{job.progress.shards_total} shards done",
-        highlight=False,
     )
 
 
@@ -301,10 +293,7 @@ def resume(
     need_server(c, detach, _NEED_SERVER)
     job = c.resume_batch_job(job_id, wait=False)
     if detach:
-        if as_json:
-            print_json(job)
-        else:
-            console.print(f"resumed batch job {job.id}", highlight=False)
+        emit(job, as_json, f"resumed batch job {job.id}")
         return
     _follow(c, job, as_json)
 

@@ -150,6 +150,14 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def emit(obj: Any, as_json: bool, text: str, *, highlight: bool | None = False) -> None:
+    """What a command did: the object as JSON, or one line of text."""
+    if as_json:
+        print_json(obj)
+    else:
+        console.print(text, highlight=highlight)
+
+
 def fmt_time(dt: datetime | None) -> str:
     if dt is None:
         return ""
@@ -182,3 +190,29 @@ def print_table(
     console.print(table)
     if next_page_token:
         console.print(f"more: --page-token {next_page_token}", highlight=False)
+
+
+def print_page(
+    page: Any, as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]
+) -> None:
+    """A page of a list: as JSON, or a table of a row per item and the next page's token."""
+    if as_json:
+        print_json(page)
+        return
+    print_table(columns, [row(x) for x in page.data], next_page_token=page.next_page_token)
+
+
+def print_item(
+    item: Any, as_json: bool, columns: Sequence[str], row: Callable[[Any], Sequence[Any]]
+) -> None:
+    """One item a command made or changed: as JSON, or a table of its one row."""
+    if as_json:
+        print_json(item)
+        return
+    print_table(columns, [row(item)])
+
+
+def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
+    """An item's details, a ``name  value`` line each, names aligned right."""
+    for k, v in fields:
+        console.print(f"[bold]{k:>9}[/bold]  {v}", highlight=False, soft_wrap=True)

@@ -17,12 +17,14 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    emit,
     err_console,
     fail,
     fmt_time,
     handle_errors,
     parse_pairs,
     print_json,
+    print_page,
     print_table,
 )
 
@@ -233,25 +235,20 @@ def list_(
     page = client(project, uri).list_endpoints(
         page_size=page_size, page_token=page_token, stats=stats
     )
-    if as_json:
-        print_json(page)
-        return
-    print_table(
+    print_page(
+        page,
+        as_json,
         ["name", "status", "url", "variants", "requests", "p50 ms", "p99 ms", "workers"],
-        [
-            (
-                e.name,
-                _status(e),
-                e.url or "",
-                _variants_text(e),
-                e.requests,
-                _ms(e.latency_p50_ms),
-                _ms(e.latency_p99_ms),
-                e.workers,
-            )
-            for e in page.data
-        ],
-        next_page_token=page.next_page_token,
+        lambda e: (
+            e.name,
+            _status(e),
+            e.url or "",
+            _variants_text(e),
+            e.requests,
+            _ms(e.latency_p50_ms),
+            _ms(e.latency_p99_ms),
+            e.workers,
+        ),
     )
 
 
@@ -393,10 +390,7 @@ def delete(
 ) -> None:
     """Stop an endpoint's server and delete the endpoint (captured data is kept)."""
     client(project, uri).delete_endpoint(name)
-    if as_json:
-        print_json({"name": name, "deleted": True})
-    else:
-        console.print(f"deleted endpoint {name}", highlight=False)
+    emit({"name": name, "deleted": True}, as_json, f"deleted endpoint {name}")
 
 
 @app.command()

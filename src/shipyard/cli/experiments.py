@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,8 +15,8 @@ from shipyard.cli.common import (
     client,
     fmt_time,
     handle_errors,
-    print_json,
-    print_table,
+    print_item,
+    print_page,
 )
 
 app = typer.Typer(
@@ -24,16 +24,15 @@ app = typer.Typer(
 )
 
 
-def _show(exps, as_json: bool, next_token=None) -> None:  # type: ignore[no-untyped-def]
-    if as_json:
-        # One experiment acted on prints as an object (lists print their page).
-        print_json(exps[0] if len(exps) == 1 else exps)
-        return
-    print_table(
-        ["id", "name", "lifecycle", "created"],
-        [(e.id, e.name, e.lifecycle.value, fmt_time(e.created_at)) for e in exps],
-        next_page_token=next_token,
-    )
+_COLUMNS = ["id", "name", "lifecycle", "created"]
+
+
+def _row(e: Any) -> tuple[Any, ...]:
+    return (e.id, e.name, e.lifecycle.value, fmt_time(e.created_at))
+
+
+def _show(exp: Any, as_json: bool) -> None:
+    print_item(exp, as_json, _COLUMNS, _row)
 
 
 @app.command("list")
@@ -55,10 +54,7 @@ def list_(
     page = client(project, uri).list_experiments(
         name_like=name, lifecycle=lifecycle, page_size=page_size, page_token=page_token
     )
-    if as_json:
-        print_json(page)
-    else:
-        _show(page.data, False, page.next_page_token)
+    print_page(page, as_json, _COLUMNS, _row)
 
 
 @app.command()
@@ -71,7 +67,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an experiment."""
-    _show([client(project, uri).create_experiment(name, description)], as_json)
+    _show(client(project, uri).create_experiment(name, description), as_json)
 
 
 @app.command()
@@ -84,7 +80,7 @@ def rename(
     as_json: JsonOpt = False,
 ) -> None:
     """Rename an experiment (given by id or name)."""
-    _show([client(project, uri).rename_experiment(experiment, new_name)], as_json)
+    _show(client(project, uri).rename_experiment(experiment, new_name), as_json)
 
 
 @app.command()
@@ -93,7 +89,7 @@ def delete(
     experiment: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Delete an experiment and its runs (restorable until purged)."""
-    _show([client(project, uri).delete_experiment(experiment)], as_json)
+    _show(client(project, uri).delete_experiment(experiment), as_json)
 
 
 @app.command()
@@ -102,4 +98,4 @@ def restore(
     experiment: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Restore a deleted experiment and the runs deleted with it."""
-    _show([client(project, uri).restore_experiment(experiment)], as_json)
+    _show(client(project, uri).restore_experiment(experiment), as_json)

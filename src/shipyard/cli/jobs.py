@@ -16,13 +16,16 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    emit,
     end_status,
     err_console,
     fmt_time,
     handle_errors,
     is_local,
     parse_pairs,
+    print_fields,
     print_json,
+    print_page,
     print_table,
 )
 
@@ -152,15 +155,12 @@ def submit(
         client=c,
     )
     if detach:
-        if as_json:
-            print_json(job)
-        else:
-            where = (
-                "; it runs when `shipyard server` or `shipyard worker` runs on this store"
-                if local
-                else ""
-            )
-            console.print(f"queued job {job.id} (run {job.run_id}){where}", highlight=False)
+        where = (
+            "; it runs when `shipyard server` or `shipyard worker` runs on this store"
+            if local
+            else ""
+        )
+        emit(job, as_json, f"queued job {job.id} (run {job.run_id}){where}")
         return
     if not as_json:
         err_console.print(f"job {job.id} (run {job.run_id}) queued", highlight=False)
@@ -205,25 +205,20 @@ def list_(
         page_token=page_token,
         client=client(project, uri),
     )
-    if as_json:
-        print_json(page)
-        return
-    print_table(
+    print_page(
+        page,
+        as_json,
         ["id", "name", "status", "attempt", "runtime", "run id", "created", "reason"],
-        [
-            [
-                j.id,
-                j.name,
-                j.status.value,
-                f"{j.attempt}/{j.attempts}",
-                f"{j.runtime_s:.1f} s",
-                j.run_id,
-                fmt_time(j.created_at),
-                j.failure_reason or "",
-            ]
-            for j in page.data
+        lambda j: [
+            j.id,
+            j.name,
+            j.status.value,
+            f"{j.attempt}/{j.attempts}",
+            f"{j.runtime_s:.1f} s",
+            j.run_id,
+            fmt_time(j.created_at),
+            j.failure_reason or "",
         ],
-        next_page_token=page.next_page_token,
     )
 
 
@@ -262,8 +257,7 @@ def show(
         lines.append(("reason", job.failure_reason))
     if job.model_artifact_path:
         lines.append(("model", f"runs:/{job.run_id}/{job.model_artifact_path}"))
-    for k, v in lines:
-        console.print(f"[bold]{k:>9}[/bold]  {v}", highlight=False, soft_wrap=True)
+    print_fields(lines)
     findings = (job.report or {}).get("findings") or []
     if findings:
         print_table(
@@ -323,11 +317,8 @@ def stop(
     job = sdk_jobs.stop(job_id, reason=reason, client=c)
     if wait and not job.status.final:
         job = sdk_jobs.wait(job_id, timeout_s=120, client=c)
-    if as_json:
-        print_json(job)
-        return
     state = job.status.value if job.status.final else "stopping"
-    console.print(f"job {job.id} {state}", highlight=False)
+    emit(job, as_json, f"job {job.id} {state}")
 
 
 @app.command("delete")

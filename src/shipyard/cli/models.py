@@ -14,11 +14,14 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    emit,
     fail,
     fmt_time,
     handle_errors,
     parse_pairs,
+    print_item,
     print_json,
+    print_page,
     print_table,
 )
 
@@ -37,49 +40,34 @@ def _tags(items: list[str] | None) -> dict[str, str]:
     return parse_pairs(items, "--tag", form="key=value")
 
 
-def _version_rows(versions: list[Any]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            v.name,
-            v.version,
-            v.approval_status.value,
-            ", ".join(v.aliases),
-            v.flavor,
-            v.run_id or "",
-            fmt_time(v.created_at),
-        )
-        for v in versions
-    ]
-
-
 _VERSION_COLUMNS = ["name", "version", "approval", "aliases", "flavor", "run id", "created"]
+_MODEL_COLUMNS = ["name", "latest", "aliases", "description", "updated"]
 
 
-def _show_versions(versions: list[Any], as_json: bool, next_token: str | None = None) -> None:
-    if as_json:
-        print_json(versions[0] if len(versions) == 1 else versions)
-        return
-    print_table(_VERSION_COLUMNS, _version_rows(versions), next_page_token=next_token)
-
-
-def _show_models(models: list[Any], as_json: bool, next_token: str | None = None) -> None:
-    if as_json:
-        print_json(models[0] if len(models) == 1 else models)
-        return
-    print_table(
-        ["name", "latest", "aliases", "description", "updated"],
-        [
-            (
-                m.name,
-                m.latest_version or "",
-                ", ".join(f"{a}={v}" for a, v in m.aliases.items()),
-                m.description[:60],
-                fmt_time(m.updated_at),
-            )
-            for m in models
-        ],
-        next_page_token=next_token,
+def _version_row(v: Any) -> tuple[Any, ...]:
+    return (
+        v.name,
+        v.version,
+        v.approval_status.value,
+        ", ".join(v.aliases),
+        v.flavor,
+        v.run_id or "",
+        fmt_time(v.created_at),
     )
+
+
+def _model_row(m: Any) -> tuple[Any, ...]:
+    return (
+        m.name,
+        m.latest_version or "",
+        ", ".join(f"{a}={v}" for a, v in m.aliases.items()),
+        m.description[:60],
+        fmt_time(m.updated_at),
+    )
+
+
+def _show_version(v: Any, as_json: bool) -> None:
+    print_item(v, as_json, _VERSION_COLUMNS, _version_row)
 
 
 @app.command("list")
@@ -98,10 +86,7 @@ def list_(
     page = client(project, uri).list_registered_models(
         name_like=name, page_size=page_size, page_token=page_token
     )
-    if as_json:
-        print_json(page)
-    else:
-        _show_models(page.data, False, page.next_page_token)
+    print_page(page, as_json, _MODEL_COLUMNS, _model_row)
 
 
 @app.command()
@@ -116,7 +101,7 @@ def create(
 ) -> None:
     """Create a registered model (versions are added with `register`)."""
     m = client(project, uri).create_registered_model(name, description, _tags(tag))
-    _show_models([m], as_json)
+    print_item(m, as_json, _MODEL_COLUMNS, _model_row)
 
 
 @app.command()
@@ -135,7 +120,7 @@ def show(
         if as_json:
             print_json(m)
             return
-        _show_models([m], False)
+        print_item(m, False, _MODEL_COLUMNS, _model_row)
         if m.tags:
             console.print("tags: " + ", ".join(f"{k}={v}" for k, v in m.tags.items()))
         return
@@ -147,7 +132,7 @@ def show(
     if as_json:
         print_json(lineage)
         return
-    _show_versions([v], False)
+    _show_version(v, False)
     console.print(f"source: {v.source_uri}   digest: {v.digest}", highlight=False)
     if lineage.run is not None:
         console.print(f"run: {lineage.run.name} ({lineage.run.id})", highlight=False)
@@ -187,12 +172,7 @@ def versions(
         clause = f"name = '{name}'"
         filter_ = f"{clause} AND {filter_}" if filter_ else clause
     page = c.search_model_versions(filter_, page_size=page_size, page_token=page_token)
-    if as_json:
-        print_json(page)
-    else:
-        print_table(
-            _VERSION_COLUMNS, _version_rows(page.data), next_page_token=page.next_page_token
-        )
+    print_page(page, as_json, _VERSION_COLUMNS, _version_row)
 
 
 @app.command()
@@ -208,7 +188,7 @@ def register(
 ) -> None:
     """Register a model logged in a run as a new version (creating the model if needed)."""
     v = client(project, uri).register_model(source, name, description, _tags(tag))
-    _show_versions([v], as_json)
+    _show_version(v, as_json)
 
 
 @app.command()
@@ -226,15 +206,16 @@ def alias(
     c = client(project, uri)
     if delete:
         c.delete_alias(name, alias_)
-        if as_json:
-            print_json({"name": name, "alias": alias_, "deleted": True})
-        else:
-            console.print(f"removed alias {alias_} of {name}", highlight=False)
+        emit(
+            {"name": name, "alias": alias_, "deleted": True},
+            as_json,
+            f"removed alias {alias_} of {name}",
+        )
         return
     if version is None:
         fail("VERSION: expected the version the alias points at (or --delete)", 2)
         return
-    _show_versions([c.set_alias(name, alias_, version)], as_json)
+    _show_version(c.set_alias(name, alias_, version), as_json)
 
 
 @app.command()
@@ -248,7 +229,7 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a version (recorded with who and when)."""
-    _show_versions([client(project, uri).approve(name, version, comment)], as_json)
+    _show_version(client(project, uri).approve(name, version, comment), as_json)
 
 
 @app.command()
@@ -262,7 +243,7 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a version (recorded with who and when)."""
-    _show_versions([client(project, uri).reject(name, version, comment)], as_json)
+    _show_version(client(project, uri).reject(name, version, comment), as_json)
 
 
 @app.command()
@@ -284,7 +265,4 @@ def delete(
         c.delete_registered_model(name)
     else:
         c.delete_model_version(name, version)
-    if as_json:
-        print_json({"name": name, "version": version, "deleted": True})
-    else:
-        console.print(f"deleted {what}", highlight=False)
+    emit({"name": name, "version": version, "deleted": True}, as_json, f"deleted {what}")

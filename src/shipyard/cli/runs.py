@@ -20,6 +20,7 @@ from shipyard.cli.common import (
     fmt_value,
     handle_errors,
     print_json,
+    print_page,
     print_table,
 )
 
@@ -67,9 +68,6 @@ def list_(
         page_size=page_size,
         page_token=page_token,
     )
-    if as_json:
-        print_json(page)
-        return
     extra = list(columns or [])
     if not extra:
         # Show the keys the runs on this page have, metrics first, a few of each.
@@ -88,13 +86,17 @@ def list_(
             return run.tags.get(key)
         return getattr(run, col, None)
 
-    print_table(
+    print_page(
+        page,
+        as_json,
         ["id", "name", "status", "started", *extra],
-        [
-            (r.id, r.name, r.status.value, fmt_time(r.start_time), *[cell(r, c) for c in extra])
-            for r in page.data
-        ],
-        next_page_token=page.next_page_token,
+        lambda r: (
+            r.id,
+            r.name,
+            r.status.value,
+            fmt_time(r.start_time),
+            *[cell(r, c) for c in extra],
+        ),
     )
 
 

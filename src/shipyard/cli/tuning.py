@@ -16,6 +16,7 @@ from shipyard.cli.common import (
     UriOpt,
     client,
     console,
+    emit,
     end_status,
     err_console,
     fail,
@@ -25,6 +26,7 @@ from shipyard.cli.common import (
     need_server,
     parse_pairs,
     print_json,
+    print_page,
     print_table,
     progress_bar,
     sigterm_as_interrupt,
@@ -245,10 +247,7 @@ def create(
         client=c,
     )
     if detach:
-        if as_json:
-            print_json(tj.info)
-        else:
-            console.print(f"started tuning job {tj.id}", highlight=False)
+        emit(tj.info, as_json, f"started tuning job {tj.id}")
         return
     tj = _progress(tj, as_json)
     if as_json:
@@ -291,25 +290,20 @@ def list_(
         page_size=page_size,
         page_token=page_token,
     )
-    if as_json:
-        print_json(page)
-        return
-    print_table(
+    print_page(
+        page,
+        as_json,
         ["id", "name", "kind", "status", "objective", "trials", "best", "created"],
-        [
-            [
-                j.id,
-                j.name,
-                j.kind.value,
-                j.status.value,
-                f"{j.objective.direction.value} {j.objective.metric}",
-                f"{j.trials_count.total}/{j.max_trials}",
-                j.best.value if j.best else None,
-                fmt_time(j.created_at),
-            ]
-            for j in page.data
+        lambda j: [
+            j.id,
+            j.name,
+            j.kind.value,
+            j.status.value,
+            f"{j.objective.direction.value} {j.objective.metric}",
+            f"{j.trials_count.total}/{j.max_trials}",
+            j.best.value if j.best else None,
+            fmt_time(j.created_at),
         ],
-        next_page_token=page.next_page_token,
     )
 
 
@@ -341,10 +335,7 @@ def stop(
     """Stop a tuning job and its running trials."""
     c = client(project, uri)
     info = c.backend.stop_tuning_job(c._ready(), tuning_job_id)
-    if as_json:
-        print_json(info)
-        return
-    console.print(f"tuning job {info.id}: {info.status.value}", highlight=False)
+    emit(info, as_json, f"tuning job {info.id}: {info.status.value}")
 
 
 @app.command("resume")
@@ -406,9 +397,4 @@ def register_best(
         tuning_job_id,
         RegisterBest(model_name=model_name, artifact_path=artifact_path),
     )
-    if as_json:
-        print_json(mv)
-        return
-    console.print(
-        f"registered {mv.name} version {mv.version} from {mv.source_uri}", highlight=False
-    )
+    emit(mv, as_json, f"registered {mv.name} version {mv.version} from {mv.source_uri}")
