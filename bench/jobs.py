@@ -129,6 +129,39 @@ def scenario_tune_functions(n: int) -> dict[str, Any]:
     return out
 
 
+def _tree_cpu() -> dict[str, float]:
+    """CPU seconds so far: this process's, and its children's that have ended (a subprocess's,
+    or, through the executor's fork server, every job process it forked), user and kernel."""
+    import psutil
+
+    me = psutil.Process()
+    t = me.cpu_times()
+    out = {
+        "here": t.user + t.system,
+        "children_user": t.children_user,
+        "children_system": t.children_system,
+    }
+    for c in me.children():
+        if "--fork-server" in " ".join(c.cmdline()):
+            ct = c.cpu_times()
+            out["children_user"] += ct.children_user
+            out["children_system"] += ct.children_system
+    return out
+
+
+def _cpu_per_trial(a: dict[str, float], b: dict[str, float], n: int) -> dict[str, float]:
+    """Milliseconds of CPU per trial between two ``_tree_cpu`` readings: robust to the load,
+    which moves wall time far more."""
+    return {k: round((b[k] - a[k]) * 1000 / n, 1) for k in a}
+
+
+def _cpu_text(c: dict[str, float]) -> str:
+    return (
+        f"{c['here']:.1f} in the tuning process, {c['children_user']:.1f} user + "
+        f"{c['children_system']:.1f} kernel in the trials' processes"
+    )
+
+
 def scenario_tune_scripts(n: int) -> dict[str, Any]:
     import optuna
 
@@ -147,14 +180,17 @@ def scenario_tune_scripts(n: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
+    cpu0 = _tree_cpu()
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     study.optimize(optuna_obj, n_trials=n)
     out["optuna_subprocess_s"] = time.perf_counter() - t0
+    out["optuna_cpu_ms_per_trial"] = _cpu_per_trial(cpu0, _tree_cpu(), n)
     # Warm the fork server, as scenario 1 does.
     sy.jobs.submit(
         "quadratic.py", source_dir=str(ASSETS), hyperparameters={"x": 0}, wait=True, timeout_s=120
     )
     t0 = time.perf_counter()
+    cpu0 = _tree_cpu()
     tj = sy.tuning.create(
         space={"x": sy.tuning.uniform(-10, 10)},
         objective="objective",
@@ -169,6 +205,7 @@ def scenario_tune_scripts(n: int) -> dict[str, Any]:
         timeout_s=3600,
     )
     out["shipyard_s"] = time.perf_counter() - t0
+    out["shipyard_cpu_ms_per_trial"] = _cpu_per_trial(cpu0, _tree_cpu(), n)
     out["shipyard_status"] = tj.status.value
     out["shipyard_trials"] = len(tj.trials)
     out["failed_trials"] = sum(1 for t in tj.trials if t.state.value == "failed")
@@ -484,6 +521,7 @@ def main() -> int:
         )
     ts = res["tune_scripts"]
     added_s = (ts["shipyard_s"] - ts["optuna_subprocess_s"]) / n_scripts
+    cpu_sy, cpu_op = ts.get("shipyard_cpu_ms_per_trial"), ts.get("optuna_cpu_ms_per_trial")
     rows.append(
         [
             f"{n_scripts} script trials vs Optuna + subprocess (s)",
@@ -546,6 +584,11 @@ def main() -> int:
         f"ASHA pruned {es['asha_pruned']} of its {es['asha_trials']} trials and reached the "
         f"random search's best at trial {es['asha_reached_at_trial']} (of up to {4 * n_es})"
     )
+    if cpu_sy and cpu_op:
+        print(
+            f"Script trials, CPU per trial (ms; load-proof): Shipyard {_cpu_text(cpu_sy)}; "
+            f"Optuna + subprocess {_cpu_text(cpu_op)}"
+        )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"jobs-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({**res, "table": text}, indent=2))
