@@ -451,7 +451,14 @@ def test_a_bad_array_input_names_the_field(tmp_path: Path) -> None:
     save_model(model, tmp_path / "m", input_example=data[:2])
     mpath = tmp_path / "m" / MANIFEST_NAME
     manifest = json.loads(mpath.read_text())
-    for bad in ({"order": [0, 0, 1, 2]}, {"order": "abc"}, [1], {"no": 1}):
+    for bad in (
+        {"order": [0, 0, 1, 2]},
+        {"order": [0, 1, 2, 3, "x"]},
+        {"order": [True, 0, 2, 3]},
+        {"order": "abc"},
+        [1],
+        {"no": 1},
+    ):
         manifest["array_input"] = bad
         mpath.write_text(json.dumps(manifest))
         with pytest.raises(InvalidArgument) as e:

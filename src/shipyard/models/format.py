@@ -165,7 +165,8 @@ def _parse_array_input(raw: Any, signature: Signature) -> dict[str, Any] | None:
             order is None
             or (
                 isinstance(order, list)
-                and sorted(o for o in order if isinstance(o, int)) == list(range(width))
+                and all(type(o) is int for o in order)
+                and sorted(order) == list(range(width))
             )
         )
     ):
