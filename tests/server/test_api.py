@@ -75,6 +75,35 @@ def test_openapi_lists_the_tracking_routes(server) -> None:
         assert method in paths.get(path, {}), f"{method.upper()} {path} missing from the spec"
 
 
+def test_the_run_routes_answer_a_run_in_the_spec_and_on_the_wire(server, api, proj) -> None:
+    """The run routes serialize their answer themselves (no second trip to the thread pool):
+    the spec still names ``RunPublic``, and the body is the one FastAPI would send."""
+    from shipyard.tracking.schemas import RunPublic
+
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    p = "/api/v1/projects/{project}"
+    for path, method, status in [
+        (f"{p}/runs", "post", "201"),
+        (f"{p}/runs/{{run_id}}", "get", "200"),
+        (f"{p}/runs/{{run_id}}", "patch", "200"),
+    ]:
+        schema = paths[path][method]["responses"][status]["content"]["application/json"]
+        assert schema["schema"] == {"$ref": "#/components/schemas/RunPublic"}, (method, path)
+    run = _run(api, proj, _experiment(api, proj), tags={"t": "1"})
+    api.post(
+        f"{proj}/runs/{run}/inputs",
+        json=[{"name": "d", "digest": "ab", "source": "s", "schema": {"x": 1}, "context": "c"}],
+    )
+    r = api.patch(f"{proj}/runs/{run}", json={"status": "FINISHED"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    body = RunPublic.model_validate_json(r.content)
+    assert body.status.value == "FINISHED" and body.tags == {"t": "1"}
+    assert r.content == body.model_dump_json(by_alias=True).encode()
+    assert r.json()["inputs"][0]["schema"] == {"x": 1}  # by its alias, as FastAPI sends it
+    assert api.get(f"{proj}/runs/{run}").content == r.content
+
+
 def test_unknown_route_is_a_json_404(server) -> None:
     r = httpx.get(server.url + "/api/v1/no/such/route")
     assert_error(r, 404, "NOT_FOUND")

@@ -131,6 +131,10 @@ class ProjectService:
             except AlreadyExists:
                 return self.get_project(name)
 
+    def knows(self, name: str) -> bool:
+        """Whether the project's id is known here already (``project_id`` needs no query)."""
+        return name in self._ids
+
     def project_id(self, name: str) -> str:
         pid = self._ids.get(name)
         if pid is None:

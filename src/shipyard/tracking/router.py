@@ -36,7 +36,8 @@ from shipyard.tracking.schemas import (
 from shipyard.tracking.service import TrackingService
 
 
-def tracking_service(request: Request) -> TrackingService:
+async def tracking_service(request: Request) -> TrackingService:
+    # async: a sync dependency costs a trip to the thread pool on every request
     return request.app.state.tracking  # type: ignore[no-any-return]
 
 
@@ -101,9 +102,16 @@ def restore_experiment(experiment_id: str, scope: Editor, svc: Tracking) -> Expe
 # -- runs ---------------------------------------------------------------------------------------
 
 
-@router.post("/runs", status_code=201)
-def create_run(body: RunCreate, scope: Editor, svc: Tracking) -> RunPublic:
-    return svc.create_run(scope.project, body, created_by=scope.principal.name)
+def _run_response(run: RunPublic, status_code: int = 200) -> Response:
+    # Serialized here, in the endpoint's worker thread: a sync endpoint's returned model is
+    # validated again and serialized by FastAPI in a second trip to the thread pool. The
+    # routes that return this declare ``response_model=RunPublic``: the same body and schema.
+    return Response(run.model_dump_json(by_alias=True), status_code, media_type="application/json")
+
+
+@router.post("/runs", status_code=201, response_model=RunPublic)
+def create_run(body: RunCreate, scope: Editor, svc: Tracking) -> Response:
+    return _run_response(svc.create_run(scope.project, body, created_by=scope.principal.name), 201)
 
 
 @router.get("/runs")
@@ -146,14 +154,14 @@ def compare_runs(
     return svc.compare_runs(scope.project, run_ids, metric_key)
 
 
-@router.get("/runs/{run_id}")
-def get_run(run_id: str, scope: Viewer, svc: Tracking) -> RunPublic:
-    return svc.get_run(scope.project, run_id)
+@router.get("/runs/{run_id}", response_model=RunPublic)
+def get_run(run_id: str, scope: Viewer, svc: Tracking) -> Response:
+    return _run_response(svc.get_run(scope.project, run_id))
 
 
-@router.patch("/runs/{run_id}")
-def update_run(run_id: str, body: RunUpdate, scope: Editor, svc: Tracking) -> RunPublic:
-    return svc.update_run(scope.project, run_id, body)
+@router.patch("/runs/{run_id}", response_model=RunPublic)
+def update_run(run_id: str, body: RunUpdate, scope: Editor, svc: Tracking) -> Response:
+    return _run_response(svc.update_run(scope.project, run_id, body))
 
 
 @router.delete("/runs/{run_id}", status_code=204)
