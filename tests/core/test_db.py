@@ -37,3 +37,41 @@ def test_a_migrated_store_reports_the_head(db_url: str) -> None:
     db.ensure_schema(auto_migrate=True)
     assert db.current_revision() == db.head_revision()
     db.dispose()
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced(pg_url: str) -> None:
+    """Pooled PostgreSQL connections are checked without a round trip: one that the server
+    closed (a restart, pg_terminate_backend) is replaced at checkout, not handed out broken."""
+    import psycopg
+
+    db = Database(pg_url)
+    try:
+        with db.write(one_statement=True) as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS pool_probe (n integer)")
+        with db.read() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # waits for it
+        for attempt in range(3):  # the pool holds that one connection: every checkout meets it
+            with db.write() as conn:
+                conn.exec_driver_sql(f"INSERT INTO pool_probe VALUES ({attempt})")
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM pool_probe").scalar() == 3
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    finally:
+        db.dispose()
+
+
+def test_one_statement_writes_are_durable_and_roll_back_on_error(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        with db.write(one_statement=True) as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS one_probe (n integer PRIMARY KEY)")
+        with db.write(one_statement=True) as conn:
+            conn.exec_driver_sql("INSERT INTO one_probe VALUES (1)")
+        with pytest.raises(RuntimeError), db.write(one_statement=True) as conn:
+            raise RuntimeError("the caller failed before writing")
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SELECT n FROM one_probe").scalars().all() == [1]
+    finally:
+        db.dispose()

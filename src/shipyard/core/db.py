@@ -10,6 +10,7 @@ two processes log to one file at the same moment without either seeing "database
 from __future__ import annotations
 
 import re
+import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from shipyard.core.errors import SchemaBehind, Unavailable
 
@@ -124,20 +125,37 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
             return engine
-        return create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        engine = create_engine(self.url, pool_size=10, max_overflow=20)
+
+        @event.listens_for(engine, "checkout")
+        def _check_alive(dbapi_conn, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+            # What pool_pre_ping is for (a pooled connection that PostgreSQL closed: a restart,
+            # an idle timeout, pg_terminate_backend), without its round trip on every checkout:
+            # an idle connection has nothing to read unless the server closed it (or sent it an
+            # unasked-for notice), so a readable socket is replaced and a quiet one is used.
+            if dbapi_conn.closed or select.select([dbapi_conn.fileno()], [], [], 0)[0]:
+                raise DisconnectionError("the server closed this pooled connection")
+
+        return engine
 
     @contextmanager
-    def write(self, retries: int = 5) -> Iterator[Connection]:
+    def write(self, retries: int = 5, *, one_statement: bool = False) -> Iterator[Connection]:
         """A write transaction: commits on success, rolls back on error.
 
         A transient failure (locked, serialization, connection dropped) at BEGIN is retried; one
         after that surfaces as ``Unavailable`` (retryable by the caller), never as a driver error.
+
+        ``one_statement``: the caller writes with a single statement (reads may follow it). On
+        PostgreSQL that statement then commits by itself, durable when it returns: one round trip
+        instead of three (BEGIN, the statement, COMMIT). SQLite runs the usual transaction.
         """
         delay = 0.05
         for attempt in range(retries + 1):
             conn = None
             try:
                 conn = self.engine.connect().execution_options(shipyard_write=True)
+                if one_statement and not self.is_sqlite:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 conn.begin()
             except (OperationalError, DBAPIError) as exc:
                 if conn is not None:

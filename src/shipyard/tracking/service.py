@@ -272,6 +272,40 @@ def _check_value(key: str, value: object, limit: int, field: str) -> str:
     return value
 
 
+# The columns of ``runs`` that ``_hydrate`` reads, in its order.
+_RUN_COLUMNS = (
+    "id, project_id, experiment_id, parent_run_id, name, status, start_time, end_time, "
+    "lifecycle, created_by, deleted_at, created_at, updated_at"
+)
+# A new run, written only where its experiment is in the project and active.
+_INSERT_RUN = (
+    "INSERT INTO runs (id, project_id, experiment_id, parent_run_id, name, status, start_time, "
+    "end_time, lifecycle, created_by, created_at, updated_at) "
+    "SELECT ?, ?, id, ?, ?, 'RUNNING', ?, NULL, 'active', ?, ?, ? FROM experiments "
+    "WHERE id = ? AND project_id = ? AND lifecycle = 'active'"
+)
+_PARENT_IN_PROJECT = " AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND project_id = ?)"
+
+
+@functools.cache
+def _pipelines_supported() -> bool:
+    """Whether psycopg's pipeline mode is there (libpq 14 and later)."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def _driver_sql(conn: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, in the connection's driver's style."""
+    return sql.replace("?", "%s") if conn.dialect.name == "postgresql" else sql
+
+
+def _cursor(conn: Connection) -> Any:
+    """A cursor of the driver, inside ``conn``'s transaction: for the few statements on hot
+    paths, run without building a SQLAlchemy statement per call."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
 @dataclass
 class RunRecord:
     """A run that already ended, for ``TrackingService.record_runs``. Times in epoch ms."""
@@ -308,7 +342,8 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
 
     def create_run(self, project: str, body: RunCreate, created_by: str | None = None) -> RunPublic:
         pid = self.projects.project_id(project)
-        with self.db.write() as conn:
+        # A run without tags is one INSERT: on PostgreSQL it then commits by itself.
+        with self.db.write(one_statement=not body.tags) as conn:
             return self.create_run_in(conn, pid, project, body, created_by)
 
     def create_run_in(
@@ -336,44 +371,22 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         rid = new_id()
         start = dt_to_ms(body.start_time) if body.start_time else now
         name = body.name or f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{rid[-3:]}"
-        exp = conn.execute(
-            select(experiments.c.lifecycle).where(
-                experiments.c.id == body.experiment_id, experiments.c.project_id == pid
-            )
-        ).first()
-        if exp is None:
-            raise NotFound(
-                f"experiment {body.experiment_id!r} not found in project {project!r}",
-                {"field": "experiment_id"},
-            )
-        if exp.lifecycle != "active":
-            raise InvalidArgument.for_field(
-                "experiment_id", "the experiment is deleted; restore it first"
-            )
+        # One statement that inserts the run only where its experiment (and parent) are fit
+        # to hold it; only when it inserts nothing is the reason looked up.
+        args = [rid, pid, body.parent_run_id, name, start, created_by, now, now]
+        args += [body.experiment_id, pid]
+        sql = _INSERT_RUN
         if body.parent_run_id is not None:
-            parent = conn.execute(
-                select(runs.c.id).where(runs.c.id == body.parent_run_id, runs.c.project_id == pid)
-            ).first()
-            if parent is None:
-                raise NotFound(
-                    f"parent run {body.parent_run_id!r} not found", {"field": "parent_run_id"}
-                )
-        conn.execute(
-            runs.insert().values(
-                id=rid,
-                project_id=pid,
-                experiment_id=body.experiment_id,
-                parent_run_id=body.parent_run_id,
-                name=name,
-                status=RunStatus.RUNNING.value,
-                start_time=start,
-                end_time=None,
-                lifecycle="active",
-                created_by=created_by,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+            sql += _PARENT_IN_PROJECT
+            args += [body.parent_run_id, pid]
+        cur = _cursor(conn)
+        try:
+            cur.execute(_driver_sql(conn, sql), args)
+            inserted = cur.rowcount
+        finally:
+            cur.close()
+        if inserted != 1:
+            self._refuse_run(conn, pid, project, body)
         if body.tags:
             conn.execute(
                 run_tags.insert(),
@@ -404,6 +417,25 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             created_at=ms_to_dt(now),
             updated_at=ms_to_dt(now),
         )
+
+    @staticmethod
+    def _refuse_run(conn: Connection, pid: str, project: str, body: RunCreate) -> None:
+        """Raise why a run could not be made in ``body.experiment_id`` (``create_run_in``)."""
+        exp = conn.execute(
+            select(experiments.c.lifecycle).where(
+                experiments.c.id == body.experiment_id, experiments.c.project_id == pid
+            )
+        ).first()
+        if exp is None:
+            raise NotFound(
+                f"experiment {body.experiment_id!r} not found in project {project!r}",
+                {"field": "experiment_id"},
+            )
+        if exp.lifecycle != "active":
+            raise InvalidArgument.for_field(
+                "experiment_id", "the experiment is deleted; restore it first"
+            )
+        raise NotFound(f"parent run {body.parent_run_id!r} not found", {"field": "parent_run_id"})
 
     def _run_check(
         self, conn: Connection, pid: str, run_id: str, *, active: bool = True, lock: bool = False
@@ -436,8 +468,17 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
         return found[0]
 
-    def _hydrate(self, conn: Connection, pid: str, ids: list[str], project: str) -> list[RunPublic]:
+    def _hydrate(
+        self,
+        conn: Connection,
+        pid: str,
+        ids: list[str],
+        project: str,
+        returning: tuple[str, list[Any]] | None = None,
+    ) -> list[RunPublic]:
         """Full runs for ids, in the order given, in five queries whatever their number.
+        ``returning``: a statement (driver SQL, arguments) that writes the runs and returns
+        their rows as ``_RUN_COLUMNS``, run in place of the first query.
 
         The hot path of every search page: the queries go straight to the driver (no statement
         building per call) and the page is validated into models in one pass, about three times
@@ -445,53 +486,76 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         """
         if not ids:
             return []
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.connection.dbapi_connection
+        cur = dbapi.cursor()  # type: ignore[union-attr]
         args: list[Any]
-        if conn.dialect.name == "postgresql":
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
             where, args = "= ANY(%s)", [list(ids)]
         else:
             where, args = f"IN ({','.join('?' * len(ids))})", list(ids)
 
-        def fetch(sql: str) -> list[Any]:
-            cur.execute(sql.format(where=where), args)
-            return list(cur.fetchall())
+        def fetch_together(queries: list[tuple[str, list[Any]]]) -> list[list[Any]]:
+            # PostgreSQL: the queries go out in one pipeline, one round trip for all of them.
+            if not (postgres and _pipelines_supported()):
+                out = []
+                for sql, a in queries:
+                    cur.execute(sql, a)
+                    out.append(list(cur.fetchall()))
+                return out
+            cursors = [dbapi.cursor() for _ in queries]  # type: ignore[union-attr]
+            try:
+                with dbapi.pipeline():  # type: ignore[union-attr]
+                    for c, (sql, a) in zip(cursors, queries, strict=True):
+                        c.execute(sql, a)
+                return [list(c.fetchall()) for c in cursors]
+            finally:
+                for c in cursors:
+                    c.close()
 
         # By primary key alone, the project checked here: with the project in the WHERE clause
         # SQLite may pick the (project, start_time) index and scan the whole project.
-        rows = {
-            r[0]: r
-            for r in fetch(
-                "SELECT id, project_id, experiment_id, parent_run_id, name, status, start_time, "
-                "end_time, lifecycle, created_by, deleted_at, created_at, updated_at "
-                "FROM runs WHERE id {where}"
+        first = returning or (f"SELECT {_RUN_COLUMNS} FROM runs WHERE id {where}", args)
+        details = [
+            (sql.format(where=where), args)
+            for sql in (
+                "SELECT run_id, key, value FROM run_params WHERE run_id {where}",
+                "SELECT run_id, key, value FROM run_tags WHERE run_id {where}",
+                "SELECT run_id, key, value, step, timestamp FROM latest_metrics "
+                "WHERE run_id {where}",
+                "SELECT run_id, name, digest, source, schema, context FROM run_inputs "
+                "WHERE run_id {where} ORDER BY created_at",
             )
-            if r[1] == pid
-        }
+        ]
+        if len(ids) == 1:
+            # One run (a run's page, the answer to a change): every query in one go; the
+            # details of a run that turns out not to be there are thrown away.
+            run_rows, param_rows, tag_rows, metric_rows, input_rows = fetch_together(
+                [first, *details]
+            )
+            rows = {r[0]: r for r in run_rows if r[1] == pid}
+        else:
+            run_rows = fetch_together([first])[0]
+            rows = {r[0]: r for r in run_rows if r[1] == pid}
+            if not rows:
+                return []
+            param_rows, tag_rows, metric_rows, input_rows = fetch_together(details)
         if not rows:
             return []
         params: dict[str, dict[str, str]] = {i: {} for i in rows}
         tags: dict[str, dict[str, str]] = {i: {} for i in rows}
         mets: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in rows}
         inputs: dict[str, list[dict[str, Any]]] = {i: [] for i in rows}
-        for rid, key, value in fetch(
-            "SELECT run_id, key, value FROM run_params WHERE run_id {where}"
-        ):
+        for rid, key, value in param_rows:
             if rid in params:
                 params[rid][key] = value
-        for rid, key, value in fetch(
-            "SELECT run_id, key, value FROM run_tags WHERE run_id {where}"
-        ):
+        for rid, key, value in tag_rows:
             if rid in tags:
                 tags[rid][key] = value
-        for rid, key, value, step, ts in fetch(
-            "SELECT run_id, key, value, step, timestamp FROM latest_metrics WHERE run_id {where}"
-        ):
+        for rid, key, value, step, ts in metric_rows:
             if rid in mets:
                 mets[rid][key] = {"value": value, "step": step, "timestamp": ts}
-        for rid, name, digest, source, schema, context in fetch(
-            "SELECT run_id, name, digest, source, schema, context FROM run_inputs "
-            "WHERE run_id {where} ORDER BY created_at"
-        ):
+        for rid, name, digest, source, schema, context in input_rows:
             if rid in inputs:
                 inputs[rid].append(
                     {
@@ -545,10 +609,21 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                 values["end_time"] = None
         elif body.end_time is not None:
             values["end_time"] = dt_to_ms(body.end_time)
-        with self.db.write() as conn:
-            self._run_check(conn, pid, run_id, active=False)
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-        return self.get_run(project, run_id)
+        # One statement writes and returns the row (on PostgreSQL it commits by itself); the
+        # run's params, tags, metrics and inputs are read beside it for the answer.
+        sets = ", ".join(f"{column} = ?" for column in values)
+        sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING {_RUN_COLUMNS}"
+        with self.db.write(one_statement=True) as conn:
+            found = self._hydrate(
+                conn,
+                pid,
+                [run_id],
+                project,
+                returning=(_driver_sql(conn, sql), [*values.values(), run_id, pid]),
+            )
+        if not found:
+            raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
+        return found[0]
 
     def end_run_in(
         self, conn: Connection, pid: str, run_id: str, status: RunStatus, end_time_ms: int
