@@ -271,6 +271,67 @@ def test_nested_runs_have_their_parent(sy, client: Client) -> None:
     assert client.get_run(child.id).status == RunStatus.FINISHED
 
 
+def test_start_run_looks_its_experiment_up_once(sy, client: Client, monkeypatch) -> None:
+    with sy.start_run(experiment="often"):
+        pass
+    looked_up: list[str] = []
+    real = client.backend.get_experiment_by_name
+
+    def counting(project: str, name: str) -> Any:
+        looked_up.append(name)
+        return real(project, name)
+
+    monkeypatch.setattr(client.backend, "get_experiment_by_name", counting)
+    runs = []
+    for _ in range(3):
+        with sy.start_run(experiment="often") as run:
+            runs.append(run.id)
+    assert looked_up == []
+    exp = client.get_experiment("often")
+    assert {client.get_run(r).experiment_id for r in runs} == {exp.id}
+
+
+def test_start_run_makes_its_experiment_again_after_a_purge_elsewhere(sy, client: Client) -> None:
+    with sy.start_run(experiment="again"):
+        pass
+    gone = client.get_experiment("again")
+    # Another client (another process, say) deletes and purges it: the id this one
+    # remembers for the name is stale, and the next run makes the experiment anew.
+    elsewhere = Client(project=client.project, backend=client.backend)
+    elsewhere.delete_experiment(gone.id)
+    elsewhere.purge(experiment_ids=[gone.id])
+    with sy.start_run(experiment="again") as run:
+        pass
+    made = client.get_experiment("again")
+    assert made.id != gone.id
+    assert client.get_run(run.id).experiment_id == made.id
+
+
+def test_start_run_in_an_experiment_deleted_elsewhere_is_refused(sy, client: Client) -> None:
+    with sy.start_run(experiment="soon-deleted"):
+        pass
+    Client(project=client.project, backend=client.backend).delete_experiment("soon-deleted")
+    with raises(InvalidArgument, "experiment_id"):
+        sy.start_run(experiment="soon-deleted")
+    assert sy.active_run() is None
+    client.restore_experiment("soon-deleted")
+    with sy.start_run(experiment="soon-deleted") as run:
+        pass
+    assert client.get_run(run.id).status == RunStatus.FINISHED
+
+
+def test_a_renamed_experiment_is_found_by_its_new_name(sy, client: Client) -> None:
+    with sy.start_run(experiment="before"):
+        pass
+    exp = client.rename_experiment("before", "after")
+    with sy.start_run(experiment="after") as moved:
+        pass
+    with sy.start_run(experiment="before") as fresh:  # the client renamed it: a new one
+        pass
+    assert client.get_run(moved.id).experiment_id == exp.id
+    assert client.get_run(fresh.id).experiment_id == client.get_experiment("before").id != exp.id
+
+
 def test_a_second_top_level_run_while_one_is_active_is_refused(sy, client: Client) -> None:
     with sy.start_run() as run:
         with raises(InvalidArgument, "nested"):

@@ -98,6 +98,8 @@ class Client:
         self.project = project or os.environ.get("SHIPYARD_PROJECT") or DEFAULT_PROJECT
         self.backend = backend or make_backend(tracking_uri, token)
         self._project_ready = known_project
+        # Experiment ids by name, for ``start_run``: see ``experiment_id``.
+        self._experiment_ids: dict[str, str] = {}
 
     def _ready(self) -> str:
         if not self._project_ready:
@@ -133,6 +135,27 @@ class Client:
             except AlreadyExists:
                 return self.backend.get_experiment_by_name(p, name)
 
+    def experiment_id(self, name: str, *, refresh: bool = False) -> str:
+        """The id of experiment ``name`` (made if missing), looked up once and then remembered:
+        ``start_run`` asks for it on every run, and a lookup is a round trip to the server.
+        ``refresh`` looks again (``start_run`` does when the store refuses the remembered id).
+        An experiment renamed by another process keeps its id here, as MLflow's
+        ``set_experiment`` keeps its experiment."""
+        if not refresh:
+            found = self._experiment_ids.get(name)
+            if found is not None:
+                return found
+        exp_id = self._experiment_ids[name] = self.get_or_create_experiment(name).id
+        return exp_id
+
+    def remembers_experiment(self, name: str) -> bool:
+        """Whether ``experiment_id(name)`` would answer without asking the store."""
+        return name in self._experiment_ids
+
+    def _forget_experiment(self, exp_id: str) -> None:
+        for name in [n for n, i in self._experiment_ids.items() if i == exp_id]:
+            del self._experiment_ids[name]
+
     def list_experiments(
         self,
         *,
@@ -151,6 +174,7 @@ class Client:
 
     def rename_experiment(self, id_or_name: str, new_name: str) -> ExperimentPublic:
         exp = self.get_experiment(id_or_name)
+        self._forget_experiment(exp.id)
         return self.backend.update_experiment(
             self.project, exp.id, validate(ExperimentUpdate, name=new_name)
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shipyard.core.errors import InvalidArgument
+from shipyard.core.errors import InvalidArgument, NotFound
 from shipyard.core.schemas import validate
 from shipyard.sdk.buffer import MetricBuffer, MetricRow
 from shipyard.sdk.client import Client
@@ -259,12 +259,16 @@ class ActiveRun:
         try:
             flush()
         finally:
-            self.client.backend.update_run(
-                self.client.project, self.id, RunUpdate(status=RunStatus(status))
-            )
-            with _lock:
-                if self in _stack:
-                    _stack.remove(self)
+            try:
+                self.client.backend.update_run(
+                    self.client.project, self.id, RunUpdate(status=RunStatus(status))
+                )
+            finally:
+                # Off the stack even when ending failed: the error reaches the caller, and a
+                # loop that ends what is active (the one at exit) moves on instead of spinning.
+                with _lock:
+                    if self in _stack:
+                        _stack.remove(self)
 
     def __enter__(self) -> ActiveRun:
         return self
@@ -339,19 +343,28 @@ def start_run(
                 )
         else:
             exp_name = experiment or os.environ.get("SHIPYARD_EXPERIMENT") or "default"
-            exp = (
-                client.get_experiment(parent.experiment_id)
-                if experiment is None and parent is not None
-                else client.get_or_create_experiment(exp_name)
-            )
+            remembered = False
+            if parent is not None and experiment is None:
+                exp_id = parent.experiment_id  # a child run goes where its parent is
+            else:
+                remembered = client.remembers_experiment(exp_name)
+                exp_id = client.experiment_id(exp_name)
             body = validate(
                 RunCreate,
-                experiment_id=exp.id,
+                experiment_id=exp_id,
                 name=name,
                 parent_run_id=parent.id if parent is not None else None,
                 tags={k: _str(v) for k, v in (tags or {}).items()},
             )
-            run = client.backend.create_run(client.project, body)
+            try:
+                run = client.backend.create_run(client.project, body)
+            except (NotFound, InvalidArgument) as exc:
+                # The id remembered for that name went stale (its experiment was deleted or
+                # renamed elsewhere): look the name up again, once.
+                if not remembered or exc.details.get("field") != "experiment_id":
+                    raise
+                body.experiment_id = client.experiment_id(exp_name, refresh=True)
+                run = client.backend.create_run(client.project, body)
         active = ActiveRun(
             client,
             run,

@@ -25,6 +25,7 @@ from shipyard.core.errors import Internal, Unavailable, error_from_dict
 from shipyard.core.schemas import validate
 from shipyard.projects.schemas import ProjectCreate, ProjectPublic
 from shipyard.sdk.http_platform import PlatformCallsMixin, _q
+from shipyard.sdk.keepalive import ConnectFailed, KeepAlivePool, SendFailed, usable_for
 from shipyard.sdk.tuning_calls import HttpTuningCalls
 from shipyard.tracking.schemas import (
     ArtifactPublic,
@@ -65,6 +66,13 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
         if token:
             headers["authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout_s)
+        # The calls a script makes for every run (find its experiment, create it, end it) go
+        # through the standard library's lighter client where it does the same on the wire.
+        self._lean = (
+            KeepAlivePool(self.url + "/api/v1", headers, timeout_s)
+            if usable_for(self.url)
+            else None
+        )
 
     # -- transport --------------------------------------------------------------------------
 
@@ -78,21 +86,31 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
         content: Any = None,
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
+        lean: bool = False,
     ) -> httpx.Response:
+        """``lean``: through ``KeepAlivePool`` where it serves this URL (a JSON or empty body,
+        no query): for the small calls made once or twice per run."""
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE", "HEAD")
         body = orjson.dumps(json) if json is not None else content
         hdrs = dict(headers or {})
         if json is not None:
             hdrs["content-type"] = "application/json"
+        pool = self._lean if lean and params is None and content is None else None
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
         while True:
             try:
-                resp = self.http.request(method, path, content=body, params=params, headers=hdrs)
-            except httpx.ConnectError as exc:  # nothing reached the server: always safe
+                if pool is not None:
+                    status, answer = pool.request(method, path, body, hdrs)
+                    resp = httpx.Response(status, content=answer)
+                else:
+                    resp = self.http.request(
+                        method, path, content=body, params=params, headers=hdrs
+                    )
+            except (httpx.ConnectError, ConnectFailed) as exc:  # nothing reached the server
                 err: Exception = exc
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, SendFailed) as exc:
                 if not idempotent:
                     raise Unavailable(f"{method} {path}: {exc}") from exc
                 err = exc
@@ -150,7 +168,7 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
 
     def get_experiment_by_name(self, project: str, name: str) -> ExperimentPublic:
         return ExperimentPublic.model_validate(
-            self._json("GET", f"{self._p(project)}/experiments/by-name/{_q(name)}")
+            self._json("GET", f"{self._p(project)}/experiments/by-name/{_q(name)}", lean=True)
         )
 
     def list_experiments(
@@ -200,11 +218,15 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
 
     def create_run(self, project: str, body: RunCreate) -> RunPublic:
         return RunPublic.model_validate(
-            self._json("POST", f"{self._p(project)}/runs", json=body.model_dump(mode="json"))
+            self._json(
+                "POST", f"{self._p(project)}/runs", json=body.model_dump(mode="json"), lean=True
+            )
         )
 
     def get_run(self, project: str, run_id: str) -> RunPublic:
-        return RunPublic.model_validate(self._json("GET", f"{self._p(project)}/runs/{_q(run_id)}"))
+        return RunPublic.model_validate(
+            self._json("GET", f"{self._p(project)}/runs/{_q(run_id)}", lean=True)
+        )
 
     def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
         return RunPublic.model_validate(
@@ -213,6 +235,7 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
                 f"{self._p(project)}/runs/{_q(run_id)}",
                 json=body.model_dump(mode="json", exclude_none=True),
                 idempotent=True,
+                lean=True,
             )
         )
 
@@ -412,3 +435,5 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
 
     def close(self) -> None:
         self.http.close()
+        if self._lean is not None:
+            self._lean.close()
