@@ -21,6 +21,7 @@ from shipyard.cli.common import (
     fmt_time,
     handle_errors,
     need_server,
+    one_of,
     print_fields,
     print_json,
     print_page,
@@ -188,10 +189,9 @@ def list_(
     """List batch jobs, newest first."""
     from shipyard.inference.schemas import BatchJobStatus
 
-    if status is not None and status.upper() not in BatchJobStatus.__members__:
-        fail(f"--status: expected one of {', '.join(BatchJobStatus.__members__)}", 2)
+    status = one_of(status, BatchJobStatus.__members__, "--status", str.upper)
     page = client(project, uri).list_batch_jobs(
-        status=status.upper() if status else None, page_size=page_size, page_token=page_token
+        status=status or None, page_size=page_size, page_token=page_token
     )
     print_page(
         page,

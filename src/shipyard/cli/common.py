@@ -6,7 +6,7 @@ import contextlib
 import functools
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -105,6 +105,18 @@ def progress_bar(unit: str, *fields: str) -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+def one_of(
+    value: str | None, names: Collection[str], option: str, case: Callable[[str], str]
+) -> str | None:
+    """An option's value in the ``case`` of ``names``; one not among them, an error that lists
+    them."""
+    if value is None:
+        return None
+    if case(value) not in names:
+        fail(f"{option}: expected one of {', '.join(names)}", 2)
+    return case(value)
 
 
 def parse_pairs(

@@ -24,6 +24,7 @@ from shipyard.cli.common import (
     fmt_value,
     handle_errors,
     need_server,
+    one_of,
     parse_pairs,
     print_json,
     print_page,
@@ -278,15 +279,13 @@ def list_(
     """List tuning jobs, newest first."""
     from shipyard.tuning.schemas import TuningJobKind, TuningJobStatus
 
-    if status is not None and status.lower() not in TuningJobStatus.__members__:
-        fail(f"--status: expected one of {', '.join(TuningJobStatus.__members__)}", 2)
-    if kind is not None and kind.lower() not in TuningJobKind.__members__:
-        fail(f"--kind: expected one of {', '.join(TuningJobKind.__members__)}", 2)
+    status = one_of(status, TuningJobStatus.__members__, "--status", str.lower)
+    kind = one_of(kind, TuningJobKind.__members__, "--kind", str.lower)
     c = client(project, uri)
     page = c.backend.list_tuning_jobs(
         c._ready(),
-        status=TuningJobStatus(status.lower()) if status else None,
-        kind=TuningJobKind(kind.lower()) if kind else None,
+        status=TuningJobStatus(status) if status else None,
+        kind=TuningJobKind(kind) if kind else None,
         page_size=page_size,
         page_token=page_token,
     )
