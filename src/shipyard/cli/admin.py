@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from shipyard.cli.common import JsonOpt, console, handle_errors, print_json, print_table
+from shipyard.cli.common import JsonOpt, command, console, handle_errors, print_json, print_table
 
 db_app = typer.Typer(help="The metadata database.", no_args_is_help=True)
 users_app = typer.Typer(help="Users, API tokens and project roles (auth).", no_args_is_help=True)
@@ -24,8 +24,7 @@ def _services(auto_migrate: bool | None = None):  # type: ignore[no-untyped-def]
     return Services.from_settings(settings)
 
 
-@db_app.command()
-@handle_errors
+@command(db_app)
 def upgrade() -> None:
     """Bring the metadata database to the schema this version needs."""
     from shipyard.core.db import Database
@@ -37,8 +36,7 @@ def upgrade() -> None:
     console.print(f"database at {db.current_revision()} (was {before or 'empty'})")
 
 
-@db_app.command()
-@handle_errors
+@command(db_app)
 def current(as_json: JsonOpt = False) -> None:
     """Show the database's schema revision and the one the code needs."""
     from shipyard.core.db import Database
@@ -51,8 +49,7 @@ def current(as_json: JsonOpt = False) -> None:
     )
 
 
-@users_app.command("create")
-@handle_errors
+@command(users_app, "create")
 def create_user(
     name: str,
     admin: Annotated[bool, typer.Option("--admin")] = False,
@@ -76,8 +73,7 @@ def create_user(
         console.print(f"API token (shown once): {tok.secret}", highlight=False, soft_wrap=True)
 
 
-@users_app.command("token")
-@handle_errors
+@command(users_app, "token")
 def create_token(
     name: str,
     label: Annotated[str, typer.Option("--name")] = "",
@@ -91,8 +87,7 @@ def create_token(
     )
 
 
-@users_app.command("grant")
-@handle_errors
+@command(users_app, "grant")
 def grant(
     user: str, project: str, role: Annotated[str, typer.Argument(help="viewer, editor or admin")]
 ) -> None:
@@ -107,8 +102,7 @@ def grant(
     console.print(f"{user} is {role} in {project}")
 
 
-@users_app.command("list")
-@handle_errors
+@command(users_app, "list")
 def list_users(as_json: JsonOpt = False) -> None:
     """List users."""
     users = _services().projects.list_users()

@@ -7,19 +7,16 @@ from typing import Annotated, Any
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     emit,
     end_status,
     err_console,
     fail,
     fmt_time,
-    handle_errors,
     need_server,
     one_of,
     print_fields,
@@ -107,8 +104,7 @@ _NEED_SERVER = (
 )
 
 
-@app.command("create")
-@handle_errors
+@command(app, "create")
 def create(
     model: Annotated[
         str, typer.Option("--model", "-m", help="churn@champion, churn/3, models:/..., runs:/...")
@@ -142,14 +138,12 @@ def create(
         bool, typer.Option("--trust-code", help="Load a python_function (pickled) model.")
     ] = False,
     detach: DetachOpt = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Run a model over a CSV or Parquet file, one output file per shard plus a manifest."""
     if join_columns and join_all:
         fail("give --join-columns or --join-all, not both", 2)
-    c = client(project, uri)
+    c = opts.client()
     need_server(c, detach, _NEED_SERVER)
     job = c.batch_transform(
         model,
@@ -169,33 +163,30 @@ def create(
         wait=False,
     )
     if detach:
-        emit(job, as_json, f"started batch job {job.id}")
+        emit(job, opts.json, f"started batch job {job.id}")
         return
-    _follow(c, job, as_json)
+    _follow(c, job, opts.json)
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
     status: Annotated[
         str | None, typer.Option("--status", help="RUNNING, SUCCEEDED, FAILED, STOPPED, ...")
     ] = None,
     page_size: PageSizeOpt = 100,
     page_token: PageTokenOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """List batch jobs, newest first."""
     from shipyard.inference.schemas import BatchJobStatus
 
     status = one_of(status, BatchJobStatus.__members__, "--status", str.upper)
-    page = client(project, uri).list_batch_jobs(
+    page = opts.client().list_batch_jobs(
         status=status or None, page_size=page_size, page_token=page_token
     )
     print_page(
         page,
-        as_json,
+        opts.json,
         ["id", "status", "model", "shards", "rows", "rate", "output", "created"],
         lambda j: [
             j.id,
@@ -210,17 +201,14 @@ def list_(
     )
 
 
-@app.command("show")
-@handle_errors
+@command(app, "show")
 def show(
     job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """A job with its progress and its shards."""
-    job = client(project, uri).get_batch_job(job_id)
-    if as_json:
+    job = opts.client().get_batch_job(job_id)
+    if opts.json:
         print_json(job)
         return
     p = job.progress
@@ -261,50 +249,42 @@ def show(
     )
 
 
-@app.command("stop")
-@handle_errors
+@command(app, "stop")
 def stop(
     job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Stop a job: running shards are cancelled; finished shards are kept for a resume."""
-    job = client(project, uri).stop_batch_job(job_id)
+    job = opts.client().stop_batch_job(job_id)
     emit(
         job,
-        as_json,
+        opts.json,
         f"batch job {job.id} {job.status.value.lower()}: {job.progress.shards_done}/"
         f"{job.progress.shards_total} shards done",
     )
 
 
-@app.command("resume")
-@handle_errors
+@command(app, "resume")
 def resume(
     job_id: str,
     detach: DetachOpt = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Run the shards of a stopped or failed job that have not succeeded."""
-    c = client(project, uri)
+    c = opts.client()
     need_server(c, detach, _NEED_SERVER)
     job = c.resume_batch_job(job_id, wait=False)
     if detach:
-        emit(job, as_json, f"resumed batch job {job.id}")
+        emit(job, opts.json, f"resumed batch job {job.id}")
         return
-    _follow(c, job, as_json)
+    _follow(c, job, opts.json)
 
 
-@app.command("delete")
-@handle_errors
+@command(app, "delete", json=False)
 def delete(
     job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
+    opts: Opts = Opts(),
 ) -> None:
     """Forget a finished or stopped job (its output files stay)."""
-    client(project, uri).delete_batch_job(job_id)
+    opts.client().delete_batch_job(job_id)
     console.print(f"deleted batch job {job_id}", highlight=False)

@@ -1,12 +1,16 @@
-"""What every command shares: the client options, JSON or table output, and one-line errors."""
+"""What every command shares: the client options, JSON or table output, and one-line errors.
+
+A command is registered with ``command``; one that works on a store takes an ``Opts``."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import signal
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -148,6 +152,62 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Opts:
+    """The options of every command that works on a store: --project, --tracking-uri, --json.
+
+    A command takes them as one parameter annotated ``Opts``; ``command`` puts the three options
+    in that parameter's place on its command line.
+    """
+
+    project: str | None = None
+    uri: str | None = None
+    json: bool = False
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return client(self.project, self.uri)
+
+
+def _opts_params(with_json: bool) -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("project", kw, default=None, annotation=ProjectOpt),
+        inspect.Parameter("uri", kw, default=None, annotation=UriOpt),
+    ]
+    if with_json:
+        params.append(inspect.Parameter("as_json", kw, default=False, annotation=JsonOpt))
+    return params
+
+
+def command(app: typer.Typer, name: str | None = None, *, json: bool = True) -> Callable[[F], F]:
+    """``@app.command(name)`` with ``handle_errors``. A parameter annotated ``Opts`` stands for
+    --project, --tracking-uri and (unless ``json=False``) --json, in its place among the options."""
+
+    def register(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        opts = next((p.name for p in sig.parameters.values() if p.annotation is Opts), None)
+        if opts is None:
+            app.command(name)(handle_errors(fn))
+            return fn
+        # Typer passes every value by name: all keyword-only, the options keep their order.
+        kw_only = inspect.Parameter.KEYWORD_ONLY
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            params += _opts_params(json) if p.name == opts else [p.replace(kind=kw_only)]
+
+        @functools.wraps(fn)
+        def run(**kw: Any) -> Any:
+            kw[opts] = Opts(kw.pop("project"), kw.pop("uri"), kw.pop("as_json", False))
+            return fn(**kw)
+
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        app.command(name)(handle_errors(run))
+        return fn
+
+    return register
+
+
 def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json", by_alias=True)
@@ -162,12 +222,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def emit(obj: Any, as_json: bool, text: str, *, highlight: bool | None = False) -> None:
+def emit(obj: Any, as_json: bool, text: str) -> None:
     """What a command did: the object as JSON, or one line of text."""
     if as_json:
         print_json(obj)
     else:
-        console.print(text, highlight=highlight)
+        console.print(text, highlight=False)
 
 
 def fmt_time(dt: datetime | None) -> str:

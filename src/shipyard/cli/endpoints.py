@@ -10,18 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     emit,
     err_console,
     fail,
     fmt_time,
-    handle_errors,
     parse_pairs,
     print_json,
     print_page,
@@ -163,8 +160,7 @@ def _show(ep: Any, as_json: bool) -> None:
         _print_endpoint(ep)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def create(
     name: str,
     model: ModelOpt = None,
@@ -186,9 +182,7 @@ def create(
     ] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for InService.")] = True,
     timeout: TimeoutOpt = 300.0,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Serve a model at an HTTP endpoint; waits (with progress) until it is InService."""
     variants = [parse_variant(v) for v in variant] if variant else None
@@ -197,7 +191,7 @@ def create(
         multi = {"models": parse_pairs(multi_model, "--multi-model", need_value=True)}
         if memory_budget_mb is not None:
             multi["memory_budget_mb"] = memory_budget_mb
-    c = client(project, uri)
+    c = opts.client()
     status, update = _progress()
     with status if wait else contextlib.nullcontext():
         ep = c.create_endpoint(
@@ -216,15 +210,12 @@ def create(
             timeout_s=timeout,
             progress=update,
         )
-    _show(ep, as_json)
+    _show(ep, opts.json)
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     stats: Annotated[
         bool, typer.Option("--stats/--no-stats", help="Ask each endpoint for its figures.")
     ] = True,
@@ -232,12 +223,10 @@ def list_(
     page_token: PageTokenOpt = None,
 ) -> None:
     """List endpoints: status, variants, traffic and latency p50/p99."""
-    page = client(project, uri).list_endpoints(
-        page_size=page_size, page_token=page_token, stats=stats
-    )
+    page = opts.client().list_endpoints(page_size=page_size, page_token=page_token, stats=stats)
     print_page(
         page,
-        as_json,
+        opts.json,
         ["name", "status", "url", "variants", "requests", "p50 ms", "p99 ms", "workers"],
         lambda e: (
             e.name,
@@ -252,21 +241,18 @@ def list_(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def show(
     name: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     events: Annotated[int, typer.Option("--events", min=0, max=1000)] = 10,
 ) -> None:
     """An endpoint: its variants and figures, its deployments and recent events."""
-    c = client(project, uri)
+    c = opts.client()
     ep = c.get_endpoint(name)
     deps = c.list_endpoint_deployments(name)
     evs = c.list_endpoint_events(name, max(events, 1)).data[:events]
-    if as_json:
+    if opts.json:
         print_json({"endpoint": ep, "deployments": deps.data, "events": evs})
         return
     _print_endpoint(ep)
@@ -292,8 +278,7 @@ def show(
         )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def update(
     name: str,
     model: ModelOpt = None,
@@ -311,9 +296,7 @@ def update(
     idle_to_zero_s: IdleOpt = None,
     max_batch_size: BatchOpt = None,
     max_wait_ms: WaitMsOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Serve a new model version, variants or weights, with no failed request."""
     settings: dict[str, Any] = {}
@@ -335,66 +318,53 @@ def update(
                 fail(f"--weight {k}: {v!r} is not a number", 2)
     variants = [parse_variant(v) for v in variant] if variant else None
     with err_console.status(f"{name}: updating…"):
-        ep = client(project, uri).update_endpoint(
+        ep = opts.client().update_endpoint(
             name, model, variants=variants, weights=weights, **settings
         )
-    _show(ep, as_json)
+    _show(ep, opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def rollback(
     name: str,
     to: Annotated[
         int | None, typer.Option("--to", min=1, help="Deployment number (default: previous).")
     ] = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Serve an earlier deployment again, with no failed request."""
     with err_console.status(f"{name}: rolling back…"):
-        ep = client(project, uri).rollback_endpoint(name, to)
-    _show(ep, as_json)
+        ep = opts.client().rollback_endpoint(name, to)
+    _show(ep, opts.json)
 
 
-@app.command()
-@handle_errors
-def stop(
-    name: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def stop(name: str, opts: Opts = Opts()) -> None:
     """Stop an endpoint's server but keep the endpoint (``start`` brings it back)."""
-    _show(client(project, uri).stop_endpoint(name), as_json)
+    _show(opts.client().stop_endpoint(name), opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def start(
     name: str,
     timeout: TimeoutOpt = 300.0,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Start a Stopped or Failed endpoint again and wait until it is InService."""
     status, update = _progress()
     with status:
-        ep = client(project, uri).start_endpoint(name, timeout_s=timeout, progress=update)
-    _show(ep, as_json)
+        ep = opts.client().start_endpoint(name, timeout_s=timeout, progress=update)
+    _show(ep, opts.json)
 
 
-@app.command()
-@handle_errors
-def delete(
-    name: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def delete(name: str, opts: Opts = Opts()) -> None:
     """Stop an endpoint's server and delete the endpoint (captured data is kept)."""
-    client(project, uri).delete_endpoint(name)
-    emit({"name": name, "deleted": True}, as_json, f"deleted endpoint {name}")
+    opts.client().delete_endpoint(name)
+    emit({"name": name, "deleted": True}, opts.json, f"deleted endpoint {name}")
 
 
-@app.command()
-@handle_errors
+@command(app)
 def invoke(
     name: str,
     data: Annotated[
@@ -405,9 +375,7 @@ def invoke(
         Path | None,
         typer.Option("--file", "-f", help="Read the body from a .json or .csv file ('-': stdin)."),
     ] = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Send one request to an endpoint's /invocations and print the answer."""
     import orjson
@@ -424,13 +392,13 @@ def invoke(
         fail("give the request body with --data or --file", 2)
         return
     content_type = "text/csv" if is_csv else "application/json"
-    answer = client(project, uri).endpoint(name).invoke(body, content_type)
+    answer = opts.client().endpoint(name).invoke(body, content_type)
     try:
         parsed = orjson.loads(answer)
     except orjson.JSONDecodeError:
         sys.stdout.write(answer.decode("utf-8", errors="replace") + "\n")
         return
-    if as_json:
+    if opts.json:
         print_json(parsed)
     else:
         sys.stdout.write(orjson.dumps(parsed).decode() + "\n")

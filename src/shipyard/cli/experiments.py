@@ -7,14 +7,11 @@ from typing import Annotated, Any
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     fmt_time,
-    handle_errors,
     print_item,
     print_page,
 )
@@ -35,12 +32,9 @@ def _show(exp: Any, as_json: bool) -> None:
     print_item(exp, as_json, _COLUMNS, _row)
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     name: Annotated[
         str | None, typer.Option("--name", help="Filter: SQL LIKE pattern, e.g. 'churn%'.")
     ] = None,
@@ -51,51 +45,39 @@ def list_(
 ) -> None:
     """List experiments, newest first."""
     lifecycle = "all" if all_ else "deleted" if deleted else "active"
-    page = client(project, uri).list_experiments(
+    page = opts.client().list_experiments(
         name_like=name, lifecycle=lifecycle, page_size=page_size, page_token=page_token
     )
-    print_page(page, as_json, _COLUMNS, _row)
+    print_page(page, opts.json, _COLUMNS, _row)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def create(
     name: str,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Create an experiment."""
-    _show(client(project, uri).create_experiment(name, description), as_json)
+    _show(opts.client().create_experiment(name, description), opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def rename(
     experiment: str,
     new_name: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Rename an experiment (given by id or name)."""
-    _show(client(project, uri).rename_experiment(experiment, new_name), as_json)
+    _show(opts.client().rename_experiment(experiment, new_name), opts.json)
 
 
-@app.command()
-@handle_errors
-def delete(
-    experiment: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def delete(experiment: str, opts: Opts = Opts()) -> None:
     """Delete an experiment and its runs (restorable until purged)."""
-    _show(client(project, uri).delete_experiment(experiment), as_json)
+    _show(opts.client().delete_experiment(experiment), opts.json)
 
 
-@app.command()
-@handle_errors
-def restore(
-    experiment: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def restore(experiment: str, opts: Opts = Opts()) -> None:
     """Restore a deleted experiment and the runs deleted with it."""
-    _show(client(project, uri).restore_experiment(experiment), as_json)
+    _show(opts.client().restore_experiment(experiment), opts.json)

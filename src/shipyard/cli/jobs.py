@@ -9,18 +9,15 @@ import orjson
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     emit,
     end_status,
     err_console,
     fmt_time,
-    handle_errors,
     is_local,
     parse_pairs,
     print_fields,
@@ -72,8 +69,7 @@ def _report_end(job: Any, as_json: bool) -> None:
     )
 
 
-@app.command("submit")
-@handle_errors
+@command(app, "submit")
 def submit(
     entry_point: Annotated[
         list[str] | None,
@@ -115,9 +111,7 @@ def submit(
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Return once queued; do not follow the log.")
     ] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Submit a job and follow its log until it ends (``--detach`` to return at once)."""
     from shipyard.sdk import jobs as sdk_jobs
@@ -129,7 +123,7 @@ def submit(
             if len(entry_point) == 1 and entry_point[0].endswith(".py")
             else entry_point
         )
-    c = client(project, uri)
+    c = opts.client()
     local = is_local(c)
     if detach and local:
         # The job waits in this store for `shipyard server` or `shipyard worker`: this command
@@ -160,12 +154,12 @@ def submit(
             if local
             else ""
         )
-        emit(job, as_json, f"queued job {job.id} (run {job.run_id}){where}")
+        emit(job, opts.json, f"queued job {job.id} (run {job.run_id}){where}")
         return
-    if not as_json:
+    if not opts.json:
         err_console.print(f"job {job.id} (run {job.run_id}) queued", highlight=False)
     try:
-        job = _follow(c, job, as_json)
+        job = _follow(c, job, opts.json)
     except KeyboardInterrupt:
         if local:
             # The job runs in this process: leaving would leave it to its lease.
@@ -178,11 +172,10 @@ def submit(
                 highlight=False,
             )
             raise typer.Exit(130) from None
-    _report_end(job, as_json)
+    _report_end(job, opts.json)
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
     status: Annotated[
         list[str] | None,
@@ -191,9 +184,7 @@ def list_(
     tuning_job_id: Annotated[str | None, typer.Option("--tuning-job-id")] = None,
     page_size: PageSizeOpt = 100,
     page_token: PageTokenOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """List jobs, newest first."""
     from shipyard.sdk import jobs as sdk_jobs
@@ -203,11 +194,11 @@ def list_(
         tuning_job_id=tuning_job_id,
         page_size=page_size,
         page_token=page_token,
-        client=client(project, uri),
+        client=opts.client(),
     )
     print_page(
         page,
-        as_json,
+        opts.json,
         ["id", "name", "status", "attempt", "runtime", "run id", "created", "reason"],
         lambda j: [
             j.id,
@@ -222,19 +213,16 @@ def list_(
     )
 
 
-@app.command("show")
-@handle_errors
+@command(app, "show")
 def show(
     job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """A job: its status, attempts, run and the findings of its report."""
     from shipyard.sdk import jobs as sdk_jobs
 
-    job = sdk_jobs.get(job_id, client=client(project, uri))
-    if as_json:
+    job = sdk_jobs.get(job_id, client=opts.client())
+    if opts.json:
         print_json(job)
         return
     s = job.spec
@@ -267,26 +255,23 @@ def show(
         )
 
 
-@app.command("logs")
-@handle_errors
+@command(app, "logs")
 def logs(
     job_id: str,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
     after_seq: Annotated[int, typer.Option("--after-seq", min=0)] = 0,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Print a job's log (stdout and stderr of every attempt and rank, and Shipyard's lines)."""
     from shipyard.sdk import jobs as sdk_jobs
 
-    c = client(project, uri)
+    c = opts.client()
     if follow:
         try:
             for chunk in sdk_jobs.follow_logs(job_id, after_seq=after_seq, client=c):
-                if as_json:
+                if opts.json:
                     sys.stdout.write(orjson.dumps(chunk.model_dump(mode="json")).decode() + "\n")
                 else:
                     sys.stdout.write(chunk.data)
@@ -294,42 +279,37 @@ def logs(
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
-    if as_json:
+    if opts.json:
         print_json(c.backend.get_job_logs(c._ready(), job_id, after_seq, 10_000))
         return
     sys.stdout.write(sdk_jobs.logs(job_id, after_seq=after_seq, client=c))
 
 
-@app.command("stop")
-@handle_errors
+@command(app, "stop")
 def stop(
     job_id: str,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Return once it has stopped.")] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Stop a job: a queued one at once, a running one as soon as its worker sees the request."""
     from shipyard.sdk import jobs as sdk_jobs
 
-    c = client(project, uri)
+    c = opts.client()
     job = sdk_jobs.stop(job_id, reason=reason, client=c)
     if wait and not job.status.final:
         job = sdk_jobs.wait(job_id, timeout_s=120, client=c)
     state = job.status.value if job.status.final else "stopping"
-    emit(job, as_json, f"job {job.id} {state}")
+    emit(job, opts.json, f"job {job.id} {state}")
 
 
-@app.command("delete")
-@handle_errors
+@command(app, "delete", json=False)
 def delete(
     job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
+    opts: Opts = Opts(),
 ) -> None:
     """Delete a finished job and its log (its run stays)."""
     from shipyard.sdk import jobs as sdk_jobs
 
-    sdk_jobs.delete(job_id, client=client(project, uri))
+    sdk_jobs.delete(job_id, client=opts.client())
     console.print(f"deleted job {job_id}", highlight=False)

@@ -12,7 +12,7 @@ from shipyard.cli import endpoints as endpoints_cli
 from shipyard.cli import jobs as jobs_cli
 from shipyard.cli import models as models_cli
 from shipyard.cli import tuning as tuning_cli
-from shipyard.cli.common import JsonOpt, console, handle_errors
+from shipyard.cli.common import JsonOpt, command, console
 
 app = typer.Typer(
     name="shipyard",
@@ -31,8 +31,7 @@ app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.users_app, name="users")
 
 
-@app.command()
-@handle_errors
+@command(app)
 def server(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
@@ -50,8 +49,7 @@ def server(
     serve(settings, log_level=log_level)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def worker(
     slots: Annotated[
         int | None,
@@ -77,8 +75,7 @@ def worker(
         services.close()
 
 
-@app.command()
-@handle_errors
+@command(app)
 def demo(
     runs_: Annotated[int, typer.Option("--runs", min=1, max=50)] = 4,
     project: Annotated[str, typer.Option("--project", "-p")] = "demo",

@@ -7,17 +7,14 @@ from typing import Annotated, Any
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     emit,
     fail,
     fmt_time,
-    handle_errors,
     parse_pairs,
     print_item,
     print_json,
@@ -70,12 +67,9 @@ def _show_version(v: Any, as_json: bool) -> None:
     print_item(v, as_json, _VERSION_COLUMNS, _version_row)
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     name: Annotated[
         str | None, typer.Option("--name", help="Filter: LIKE pattern, e.g. 'churn%'.")
     ] = None,
@@ -83,41 +77,35 @@ def list_(
     page_token: PageTokenOpt = None,
 ) -> None:
     """List registered models by name."""
-    page = client(project, uri).list_registered_models(
+    page = opts.client().list_registered_models(
         name_like=name, page_size=page_size, page_token=page_token
     )
-    print_page(page, as_json, _MODEL_COLUMNS, _model_row)
+    print_page(page, opts.json, _MODEL_COLUMNS, _model_row)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def create(
     name: str,
     description: DescriptionOpt = "",
     tag: TagOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Create a registered model (versions are added with `register`)."""
-    m = client(project, uri).create_registered_model(name, description, _tags(tag))
-    print_item(m, as_json, _MODEL_COLUMNS, _model_row)
+    m = opts.client().create_registered_model(name, description, _tags(tag))
+    print_item(m, opts.json, _MODEL_COLUMNS, _model_row)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def show(
     name: str,
     version: Annotated[str | None, typer.Argument(help="A version number or @alias.")] = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Show a model, or one of its versions with its lineage and approval history."""
-    c = client(project, uri)
+    c = opts.client()
     if version is None:
         m = c.get_registered_model(name)
-        if as_json:
+        if opts.json:
             print_json(m)
             return
         print_item(m, False, _MODEL_COLUMNS, _model_row)
@@ -129,7 +117,7 @@ def show(
     else:
         v = c.get_model_version(name, version)
     lineage = c.get_model_lineage(name, v.version)
-    if as_json:
+    if opts.json:
         print_json(lineage)
         return
     _show_version(v, False)
@@ -149,8 +137,7 @@ def show(
     )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def versions(
     name: Annotated[str | None, typer.Argument(help="A model (omit to search all).")] = None,
     filter_: Annotated[
@@ -159,110 +146,93 @@ def versions(
             "--filter", "-f", help="e.g. \"alias = 'champion'\" or \"tags.team = 'risk'\"."
         ),
     ] = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     page_size: PageSizeOpt = 100,
     page_token: PageTokenOpt = None,
 ) -> None:
     """List a model's versions, newest first, or search versions with a filter."""
-    c = client(project, uri)
+    c = opts.client()
     if name is not None:
         c.get_registered_model(name)  # a missing model is an error, not an empty list
         clause = f"name = '{name}'"
         filter_ = f"{clause} AND {filter_}" if filter_ else clause
     page = c.search_model_versions(filter_, page_size=page_size, page_token=page_token)
-    print_page(page, as_json, _VERSION_COLUMNS, _version_row)
+    print_page(page, opts.json, _VERSION_COLUMNS, _version_row)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def register(
     source: Annotated[str, typer.Argument(help="runs:/<run_id>/<path> of a logged model.")],
     name: str,
     description: DescriptionOpt = "",
     tag: TagOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Register a model logged in a run as a new version (creating the model if needed)."""
-    v = client(project, uri).register_model(source, name, description, _tags(tag))
-    _show_version(v, as_json)
+    v = opts.client().register_model(source, name, description, _tags(tag))
+    _show_version(v, opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def alias(
     name: str,
     alias_: Annotated[str, typer.Argument(metavar="ALIAS", help="e.g. champion, staging.")],
     version: Annotated[str | None, typer.Argument(help="The version it points at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Point an alias at a version (or remove it with --delete)."""
-    c = client(project, uri)
+    c = opts.client()
     if delete:
         c.delete_alias(name, alias_)
         emit(
             {"name": name, "alias": alias_, "deleted": True},
-            as_json,
+            opts.json,
             f"removed alias {alias_} of {name}",
         )
         return
     if version is None:
         fail("VERSION: expected the version the alias points at (or --delete)", 2)
         return
-    _show_version(c.set_alias(name, alias_, version), as_json)
+    _show_version(c.set_alias(name, alias_, version), opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def approve(
     name: str,
     version: str,
     comment: CommentOpt = "",
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Approve a version (recorded with who and when)."""
-    _show_version(client(project, uri).approve(name, version, comment), as_json)
+    _show_version(opts.client().approve(name, version, comment), opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def reject(
     name: str,
     version: str,
     comment: CommentOpt = "",
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Reject a version (recorded with who and when)."""
-    _show_version(client(project, uri).reject(name, version, comment), as_json)
+    _show_version(opts.client().reject(name, version, comment), opts.json)
 
 
-@app.command()
-@handle_errors
+@command(app)
 def delete(
     name: str,
     version: Annotated[str | None, typer.Argument(help="Only this version.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Delete a version, or a model with all its versions (the runs keep their files)."""
     what = f"version {version} of {name}" if version else f"model {name} and all its versions"
     if not yes and not typer.confirm(f"Delete {what}?"):
         fail("not deleted", 1)
-    c = client(project, uri)
+    c = opts.client()
     if version is None:
         c.delete_registered_model(name)
     else:
         c.delete_model_version(name, version)
-    emit({"name": name, "version": version, "deleted": True}, as_json, f"deleted {what}")
+    emit({"name": name, "version": version, "deleted": True}, opts.json, f"deleted {what}")

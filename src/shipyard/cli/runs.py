@@ -9,16 +9,13 @@ import typer
 from rich.table import Table
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     fmt_time,
     fmt_value,
-    handle_errors,
     print_json,
     print_page,
     print_table,
@@ -29,12 +26,9 @@ app = typer.Typer(
 )
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     experiment: Annotated[
         list[str] | None,
         typer.Option(
@@ -60,7 +54,7 @@ def list_(
     page_token: PageTokenOpt = None,
 ) -> None:
     """List runs matching a filter, newest first unless ordered."""
-    page = client(project, uri).search_runs(
+    page = opts.client().search_runs(
         experiment,
         filter_,
         order_by,
@@ -88,7 +82,7 @@ def list_(
 
     print_page(
         page,
-        as_json,
+        opts.json,
         ["id", "name", "status", "started", *extra],
         lambda r: (
             r.id,
@@ -100,16 +94,13 @@ def list_(
     )
 
 
-@app.command()
-@handle_errors
-def show(
-    run_id: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def show(run_id: str, opts: Opts = Opts()) -> None:
     """Show a run: attributes, params, latest metrics, tags, inputs and artifacts."""
-    c = client(project, uri)
+    c = opts.client()
     run = c.get_run(run_id)
     arts = c.list_artifacts(run_id, recursive=True)
-    if as_json:
+    if opts.json:
         print_json({"run": run, "artifacts": arts.files})
         return
     console.print(f"[bold]{run.name}[/bold]  {run.id}  {run.status.value}", highlight=False)
@@ -139,21 +130,18 @@ def show(
         )
 
 
-@app.command()
-@handle_errors
+@command(app)
 def compare(
     run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
     all_params: Annotated[
         bool,
         typer.Option("--all-params", help="Show equal params too, not only those that differ."),
     ] = False,
 ) -> None:
     """Compare runs: params side by side (differences marked) and their latest metrics."""
-    cmp = client(project, uri).compare_runs(run_ids)
-    if as_json:
+    cmp = opts.client().compare_runs(run_ids)
+    if opts.json:
         print_json(cmp)
         return
     table = Table(header_style="bold")
@@ -174,34 +162,29 @@ def compare(
         console.print(f"{len(cmp.param_keys) - len(keys)} equal params hidden (--all-params)")
 
 
-@app.command()
-@handle_errors
-def delete(run_ids: list[str], project: ProjectOpt = None, uri: UriOpt = None) -> None:
+@command(app, json=False)
+def delete(run_ids: list[str], opts: Opts = Opts()) -> None:
     """Delete runs (restorable until purged)."""
-    c = client(project, uri)
+    c = opts.client()
     for r in run_ids:
         c.delete_run(r)
     console.print(f"deleted {len(run_ids)} run(s)")
 
 
-@app.command()
-@handle_errors
-def restore(run_ids: list[str], project: ProjectOpt = None, uri: UriOpt = None) -> None:
+@command(app, json=False)
+def restore(run_ids: list[str], opts: Opts = Opts()) -> None:
     """Restore deleted runs."""
-    c = client(project, uri)
+    c = opts.client()
     for r in run_ids:
         c.restore_run(r)
     console.print(f"restored {len(run_ids)} run(s)")
 
 
-@app.command()
-@handle_errors
-def history(
-    run_id: str, key: str, project: ProjectOpt = None, uri: UriOpt = None, as_json: JsonOpt = False
-) -> None:
+@command(app)
+def history(run_id: str, key: str, opts: Opts = Opts()) -> None:
     """Print a metric's whole history."""
-    h = client(project, uri).get_metric_history(run_id, key)
-    if as_json:
+    h = opts.client().get_metric_history(run_id, key)
+    if opts.json:
         print_json(h)
         return
     print_table(
@@ -209,15 +192,13 @@ def history(
     )
 
 
-@app.command()
-@handle_errors
+@command(app, json=False)
 def download(
     run_id: str,
     path: Annotated[str | None, typer.Argument()] = None,
     dest: Annotated[Path, typer.Option("--dest", "-d")] = Path("."),
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
+    opts: Opts = Opts(),
 ) -> None:
     """Download a run's artifacts (all, or one file or folder)."""
-    out = client(project, uri).download_artifacts(run_id, path, dest)
+    out = opts.client().download_artifacts(run_id, path, dest)
     console.print(f"downloaded to {out}", highlight=False)

@@ -9,12 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from shipyard.cli.common import (
-    JsonOpt,
+    Opts,
     PageSizeOpt,
     PageTokenOpt,
-    ProjectOpt,
-    UriOpt,
-    client,
+    command,
     console,
     emit,
     end_status,
@@ -22,7 +20,6 @@ from shipyard.cli.common import (
     fail,
     fmt_time,
     fmt_value,
-    handle_errors,
     need_server,
     one_of,
     parse_pairs,
@@ -124,8 +121,7 @@ def _print_job(info: Any) -> None:
         )
 
 
-@app.command("create")
-@handle_errors
+@command(app, "create")
 def create(
     space: Annotated[
         str,
@@ -184,14 +180,12 @@ def create(
     detach: Annotated[
         bool, typer.Option("--detach", help="Return once started (it runs on the server).")
     ] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Start a tuning job; each trial runs the training job with sampled hyperparameters."""
     from shipyard.sdk import tuning as sdk_tuning
 
-    c = client(project, uri)
+    c = opts.client()
     need_server(
         c,
         detach,
@@ -248,10 +242,10 @@ def create(
         client=c,
     )
     if detach:
-        emit(tj.info, as_json, f"started tuning job {tj.id}")
+        emit(tj.info, opts.json, f"started tuning job {tj.id}")
         return
-    tj = _progress(tj, as_json)
-    if as_json:
+    tj = _progress(tj, opts.json)
+    if opts.json:
         print_json(tj.info)
     else:
         _print_job(tj.info)
@@ -262,8 +256,7 @@ def create(
     )
 
 
-@app.command("list")
-@handle_errors
+@command(app, "list")
 def list_(
     status: Annotated[
         str | None,
@@ -272,16 +265,14 @@ def list_(
     kind: Annotated[str | None, typer.Option("--kind", help="job or function")] = None,
     page_size: PageSizeOpt = 100,
     page_token: PageTokenOpt = None,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """List tuning jobs, newest first."""
     from shipyard.tuning.schemas import TuningJobKind, TuningJobStatus
 
     status = one_of(status, TuningJobStatus.__members__, "--status", str.lower)
     kind = one_of(kind, TuningJobKind.__members__, "--kind", str.lower)
-    c = client(project, uri)
+    c = opts.client()
     page = c.backend.list_tuning_jobs(
         c._ready(),
         status=TuningJobStatus(status) if status else None,
@@ -291,7 +282,7 @@ def list_(
     )
     print_page(
         page,
-        as_json,
+        opts.json,
         ["id", "name", "kind", "status", "objective", "trials", "best", "created"],
         lambda j: [
             j.id,
@@ -306,94 +297,80 @@ def list_(
     )
 
 
-@app.command("show")
-@handle_errors
+@command(app, "show")
 def show(
     tuning_job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """A tuning job: its trials (params, objective, state) and the best one."""
-    c = client(project, uri)
+    c = opts.client()
     info = c.backend.get_tuning_job(c._ready(), tuning_job_id)
-    if as_json:
+    if opts.json:
         print_json(info)
         return
     _print_job(info)
 
 
-@app.command("stop")
-@handle_errors
+@command(app, "stop")
 def stop(
     tuning_job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Stop a tuning job and its running trials."""
-    c = client(project, uri)
+    c = opts.client()
     info = c.backend.stop_tuning_job(c._ready(), tuning_job_id)
-    emit(info, as_json, f"tuning job {info.id}: {info.status.value}")
+    emit(info, opts.json, f"tuning job {info.id}: {info.status.value}")
 
 
-@app.command("resume")
-@handle_errors
+@command(app, "resume")
 def resume(
     tuning_job_id: str,
     detach: Annotated[
         bool, typer.Option("--detach", help="Return at once (the server drives it).")
     ] = False,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Drive a tuning job whose process ended (a closed notebook): on the server, or here."""
     from shipyard.sdk import tuning as sdk_tuning
 
-    c = client(project, uri)
+    c = opts.client()
     need_server(c, detach, "--detach needs a server (pass --tracking-uri http://...)")
     tj = sdk_tuning.TuningJob(c, c.backend.resume_tuning_job(c._ready(), tuning_job_id))
     if not detach:
-        tj = _progress(tj, as_json)
-    if as_json:
+        tj = _progress(tj, opts.json)
+    if opts.json:
         print_json(tj.info)
     else:
         _print_job(tj.info)
 
 
-@app.command("delete")
-@handle_errors
+@command(app, "delete", json=False)
 def delete(
     tuning_job_id: str,
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
+    opts: Opts = Opts(),
 ) -> None:
     """Forget a finished tuning job (its trials' jobs and runs stay)."""
-    c = client(project, uri)
+    c = opts.client()
     c.backend.delete_tuning_job(c._ready(), tuning_job_id)
     console.print(f"deleted tuning job {tuning_job_id}", highlight=False)
 
 
-@app.command("register-best")
-@handle_errors
+@command(app, "register-best")
 def register_best(
     tuning_job_id: str,
     model_name: Annotated[str, typer.Option("--model-name", "-m", help="The registered model.")],
     artifact_path: Annotated[
         str, typer.Option("--artifact-path", help="The model folder in the best trial's run.")
     ] = "model",
-    project: ProjectOpt = None,
-    uri: UriOpt = None,
-    as_json: JsonOpt = False,
+    opts: Opts = Opts(),
 ) -> None:
     """Register the best trial's model as a new version of a registered model."""
     from shipyard.tuning.schemas import RegisterBest
 
-    c = client(project, uri)
+    c = opts.client()
     mv = c.backend.register_best_trial(
         c._ready(),
         tuning_job_id,
         RegisterBest(model_name=model_name, artifact_path=artifact_path),
     )
-    emit(mv, as_json, f"registered {mv.name} version {mv.version} from {mv.source_uri}")
+    emit(mv, opts.json, f"registered {mv.name} version {mv.version} from {mv.source_uri}")
