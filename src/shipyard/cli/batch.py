@@ -202,10 +202,7 @@ def list_(
 
 
 @command(app, "show")
-def show(
-    job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def show(job_id: str, opts: Opts = Opts()) -> None:
     """A job with its progress and its shards."""
     job = opts.client().get_batch_job(job_id)
     if opts.json:
@@ -250,10 +247,7 @@ def show(
 
 
 @command(app, "stop")
-def stop(
-    job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def stop(job_id: str, opts: Opts = Opts()) -> None:
     """Stop a job: running shards are cancelled; finished shards are kept for a resume."""
     job = opts.client().stop_batch_job(job_id)
     emit(
@@ -265,11 +259,7 @@ def stop(
 
 
 @command(app, "resume")
-def resume(
-    job_id: str,
-    detach: DetachOpt = False,
-    opts: Opts = Opts(),
-) -> None:
+def resume(job_id: str, detach: DetachOpt = False, opts: Opts = Opts()) -> None:
     """Run the shards of a stopped or failed job that have not succeeded."""
     c = opts.client()
     need_server(c, detach, _NEED_SERVER)
@@ -281,10 +271,7 @@ def resume(
 
 
 @command(app, "delete", json=False)
-def delete(
-    job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def delete(job_id: str, opts: Opts = Opts()) -> None:
     """Forget a finished or stopped job (its output files stay)."""
     opts.client().delete_batch_job(job_id)
     console.print(f"deleted batch job {job_id}", highlight=False)

@@ -345,11 +345,7 @@ def stop(name: str, opts: Opts = Opts()) -> None:
 
 
 @command(app)
-def start(
-    name: str,
-    timeout: TimeoutOpt = 300.0,
-    opts: Opts = Opts(),
-) -> None:
+def start(name: str, timeout: TimeoutOpt = 300.0, opts: Opts = Opts()) -> None:
     """Start a Stopped or Failed endpoint again and wait until it is InService."""
     status, update = _progress()
     with status:

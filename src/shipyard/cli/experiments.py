@@ -62,11 +62,7 @@ def create(
 
 
 @command(app)
-def rename(
-    experiment: str,
-    new_name: str,
-    opts: Opts = Opts(),
-) -> None:
+def rename(experiment: str, new_name: str, opts: Opts = Opts()) -> None:
     """Rename an experiment (given by id or name)."""
     _show(opts.client().rename_experiment(experiment, new_name), opts.json)
 

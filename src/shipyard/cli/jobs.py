@@ -214,10 +214,7 @@ def list_(
 
 
 @command(app, "show")
-def show(
-    job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def show(job_id: str, opts: Opts = Opts()) -> None:
     """A job: its status, attempts, run and the findings of its report."""
     from shipyard.sdk import jobs as sdk_jobs
 
@@ -304,10 +301,7 @@ def stop(
 
 
 @command(app, "delete", json=False)
-def delete(
-    job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def delete(job_id: str, opts: Opts = Opts()) -> None:
     """Delete a finished job and its log (its run stays)."""
     from shipyard.sdk import jobs as sdk_jobs
 

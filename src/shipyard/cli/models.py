@@ -198,23 +198,13 @@ def alias(
 
 
 @command(app)
-def approve(
-    name: str,
-    version: str,
-    comment: CommentOpt = "",
-    opts: Opts = Opts(),
-) -> None:
+def approve(name: str, version: str, comment: CommentOpt = "", opts: Opts = Opts()) -> None:
     """Approve a version (recorded with who and when)."""
     _show_version(opts.client().approve(name, version, comment), opts.json)
 
 
 @command(app)
-def reject(
-    name: str,
-    version: str,
-    comment: CommentOpt = "",
-    opts: Opts = Opts(),
-) -> None:
+def reject(name: str, version: str, comment: CommentOpt = "", opts: Opts = Opts()) -> None:
     """Reject a version (recorded with who and when)."""
     _show_version(opts.client().reject(name, version, comment), opts.json)
 

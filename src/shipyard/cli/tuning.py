@@ -298,10 +298,7 @@ def list_(
 
 
 @command(app, "show")
-def show(
-    tuning_job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def show(tuning_job_id: str, opts: Opts = Opts()) -> None:
     """A tuning job: its trials (params, objective, state) and the best one."""
     c = opts.client()
     info = c.backend.get_tuning_job(c._ready(), tuning_job_id)
@@ -312,10 +309,7 @@ def show(
 
 
 @command(app, "stop")
-def stop(
-    tuning_job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def stop(tuning_job_id: str, opts: Opts = Opts()) -> None:
     """Stop a tuning job and its running trials."""
     c = opts.client()
     info = c.backend.stop_tuning_job(c._ready(), tuning_job_id)
@@ -345,10 +339,7 @@ def resume(
 
 
 @command(app, "delete", json=False)
-def delete(
-    tuning_job_id: str,
-    opts: Opts = Opts(),
-) -> None:
+def delete(tuning_job_id: str, opts: Opts = Opts()) -> None:
     """Forget a finished tuning job (its trials' jobs and runs stay)."""
     c = opts.client()
     c.backend.delete_tuning_job(c._ready(), tuning_job_id)
