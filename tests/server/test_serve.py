@@ -112,6 +112,20 @@ def test_idle_server_rss_is_small(served: Served) -> None:
     assert rss < 300 * 2**20
 
 
+def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: Path) -> None:
+    """httpx (about 5 MB) is for talking to model servers: the app and its services, built,
+    have not imported it."""
+    code = (
+        "import sys; from shipyard.server.app import create_app; create_app(); "
+        "print('httpx' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_server_serves_the_api(served: Served) -> None:
     with httpx.Client(base_url=served.url + "/api/v1") as c:
         assert c.post("/projects", json={"name": "served"}).status_code in (201, 409)

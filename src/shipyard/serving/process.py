@@ -19,10 +19,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
+
+if TYPE_CHECKING:  # imported where used: an idle server need not hold it (5 MB)
+    import httpx
 
 CONFIG_NAME = "config.json"
 
@@ -190,6 +192,8 @@ class RuntimeProcess:
         """Return once ``/v2/health/ready`` answers 200; raise ``RuntimeError`` with the
         process's last words if it exits first, ``TimeoutError``, or ``Cancelled`` when
         ``cancel`` is set."""
+        import httpx
+
         deadline = time.monotonic() + timeout_s
         delay = 0.02
         while True:

@@ -8,9 +8,8 @@ fast path: one hop fewer.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -27,6 +26,9 @@ from shipyard.serving.schemas import (
     EndpointUpdate,
 )
 from shipyard.serving.service import EndpointService
+
+if TYPE_CHECKING:  # imported where used: an idle server need not hold it (5 MB)
+    import httpx
 
 
 def endpoint_service(request: Request) -> EndpointService:
@@ -120,6 +122,8 @@ _FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length")
 
 
 def _proxy_client(request: Request) -> httpx.AsyncClient:
+    import httpx
+
     client = getattr(request.app.state, "endpoint_proxy", None)
     if client is None:
         client = httpx.AsyncClient(
@@ -132,6 +136,8 @@ def _proxy_client(request: Request) -> httpx.AsyncClient:
 
 
 async def _forward(request: Request, svc: EndpointService, project: str, name: str, path: str):  # type: ignore[no-untyped-def]
+    import httpx
+
     base, auth = await run_in_threadpool(svc.target, project, name)
     headers = {k: v for k in _FORWARD_HEADERS if (v := request.headers.get(k)) is not None}
     headers.update(auth)

@@ -30,9 +30,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -76,6 +75,9 @@ from shipyard.serving.schemas import (
 )
 from shipyard.serving.supervisor import LEASE_MS, Supervisor, log
 from shipyard.serving.tables import endpoint_deployments, endpoint_events, endpoints
+
+if TYPE_CHECKING:  # imported where used: an idle server need not hold it (5 MB)
+    import httpx
 
 S = EndpointStatus
 
@@ -536,6 +538,8 @@ class EndpointService(Supervisor):
 
     def _reload(self, proc: RuntimeProcess) -> None:
         """Ask the running server to load its config again; raise if it could not."""
+        import httpx
+
         try:
             r = self._http.post(
                 f"{proc.url}/shipyard/reload",
@@ -565,6 +569,8 @@ class EndpointService(Supervisor):
     def _fetch_stats(self, row: Any) -> dict[str, Any] | None:
         if row.port is None or row.status not in (S.in_service.value, S.updating.value):
             return None
+        import httpx
+
         try:
             r = self._http.get(
                 f"http://{row.host}:{row.port}/shipyard/stats",

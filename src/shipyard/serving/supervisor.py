@@ -29,9 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +53,9 @@ from shipyard.serving.process import (
 )
 from shipyard.serving.schemas import EndpointSpec, EndpointStatus
 from shipyard.serving.tables import endpoint_events, endpoints
+
+if TYPE_CHECKING:  # imported where used: an idle server need not hold it (5 MB)
+    import httpx
 
 log = logging.getLogger("shipyard.serving")
 
@@ -115,6 +117,8 @@ class Supervisor:
         """Made on first use: every process that opens the store builds this service, and most
         (a job's SDK, a CLI command) never call an endpoint."""
         if self._http_client is None:
+            import httpx
+
             self._http_client = httpx.Client(timeout=5.0, trust_env=False)
         return self._http_client
 
@@ -451,6 +455,8 @@ class Supervisor:
             slot.busy = False
 
     def _live(self, proc: RuntimeProcess) -> bool:
+        import httpx
+
         try:
             return self._http.get(f"{proc.url}/v2/health/live", timeout=2.0).status_code == 200
         except httpx.HTTPError:
