@@ -203,6 +203,25 @@ def start_until_predicts(
         time.sleep(0.01)
 
 
+COLD_STARTS = 3  # samples per server: one start moves with the machine by tenths of a second
+
+
+def cold_starts(
+    server: Server, request: Request, expected: int, n: int = COLD_STARTS
+) -> tuple[float, float, list[float]]:
+    """``start_until_predicts`` ``n`` times (stopping the server between starts, leaving the
+    last one running); the median seconds, the median CPU seconds, and every sample."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    for i in range(n):
+        if i:
+            server.stop()
+        wall, cpu = start_until_predicts(server, request, expected)
+        walls.append(wall)
+        cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus), walls
+
+
 def tree_memory(root_pid: int) -> dict[str, float]:
     """RSS and PSS (MiB) summed over a process and all its descendants, and their count."""
     rss = pss = 0
