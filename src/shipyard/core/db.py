@@ -10,7 +10,6 @@ two processes log to one file at the same moment without either seeing "database
 from __future__ import annotations
 
 import re
-import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from shipyard.core.errors import SchemaBehind, Unavailable
+from shipyard.core.sockets import readable_now
 
 metadata = MetaData(
     naming_convention={
@@ -133,7 +133,7 @@ class Database:
             # an idle timeout, pg_terminate_backend), without its round trip on every checkout:
             # an idle connection has nothing to read unless the server closed it (or sent it an
             # unasked-for notice), so a readable socket is replaced and a quiet one is used.
-            if dbapi_conn.closed or select.select([dbapi_conn.fileno()], [], [], 0)[0]:
+            if dbapi_conn.closed or readable_now(dbapi_conn.fileno()):
                 raise DisconnectionError("the server closed this pooled connection")
 
         return engine

@@ -12,10 +12,11 @@ httpx, which verifies certificates against its own bundle.
 from __future__ import annotations
 
 import http.client
-import select
 import threading
 import urllib.request
 from urllib.parse import urlsplit
+
+from shipyard.core.sockets import readable_now
 
 
 class ConnectFailed(Exception):
@@ -60,7 +61,7 @@ class KeepAlivePool:
                 # keep-alive timeout) reads as ready: its end-of-file is waiting. Reusing it
                 # would fail a request that never reached the server; open a fresh one instead.
                 sock = conn.sock
-                if sock is not None and not select.select([sock], [], [], 0)[0]:
+                if sock is not None and not readable_now(sock):
                     return conn
                 conn.close()
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
