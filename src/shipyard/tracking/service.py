@@ -256,6 +256,18 @@ def _copy_metric_columns(conn: Connection, run_id: str, m: MetricColumns) -> Non
         copy.write(text)
 
 
+def _checked_params(params: Iterable[tuple[str, object]]) -> dict[str, str]:
+    """Params by key, each checked; the same key twice must carry the same value."""
+    prows: dict[str, str] = {}
+    for key, pval in params:
+        _check_key(key, "params.key")
+        v = _check_value(key, pval, MAX_PARAM, "params")
+        if key in prows and prows[key] != v:
+            raise InvalidArgument.for_field(f"params.{key}", "given twice with different values")
+        prows[key] = v
+    return prows
+
+
 def _check_key(key: object, field: str) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
         raise InvalidArgument.for_field(
@@ -358,15 +370,7 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         """``create_run`` inside the caller's write transaction ``conn`` (``pid`` is the
         project's id), with its ``params`` logged in the same transaction: for a caller that
         writes its own rows beside the run (a job and its run are one commit)."""
-        prows: dict[str, str] = {}
-        for key, pval in params:
-            _check_key(key, "params.key")
-            v = _check_value(key, pval, MAX_PARAM, "params")
-            if key in prows and prows[key] != v:
-                raise InvalidArgument.for_field(
-                    f"params.{key}", "given twice with different values"
-                )
-            prows[key] = v
+        prows = _checked_params(params)
         now = now_ms()
         rid = new_id()
         start = dt_to_ms(body.start_time) if body.start_time else now
@@ -701,15 +705,7 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         mcols = (
             metrics_ if isinstance(metrics_, MetricColumns) else MetricColumns.from_rows(metrics_)
         )
-        prows: dict[str, str] = {}
-        for key, pval in params:
-            _check_key(key, "params.key")
-            v = _check_value(key, pval, MAX_PARAM, "params")
-            if key in prows and prows[key] != v:
-                raise InvalidArgument.for_field(
-                    f"params.{key}", "given twice with different values"
-                )
-            prows[key] = v
+        prows = _checked_params(params)
         trows: dict[str, str] = {}
         for key, tval in tags:
             _check_key(key, "tags.key")
