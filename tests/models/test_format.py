@@ -331,6 +331,8 @@ def test_skops_refuses_types_outside_the_allow_list(tmp_path: Path) -> None:
     raw = json.loads((folder / MANIFEST_NAME).read_text())
     from shipyard.core.artifacts import sha256_file
 
+    del raw["files"][raw["model_file"]]  # written as model.npz; planted as model.skops
+    raw["model_file"] = "model.skops"
     raw["files"]["model.skops"] = sha256_file(folder / "model.skops")[0]
     (folder / MANIFEST_NAME).write_text(json.dumps(raw))
     with pytest.raises(ModelRefused, match="untrusted types json.dumps"):

@@ -31,7 +31,7 @@ def test_log_register_alias_load(sy: Any, small_model: Any) -> None:
     assert logged.flavor == "sklearn"
     assert [c["name"] for c in logged.signature["inputs"]] == ["a", "b", "c"]
     files = {a.path for a in sy.get_client().list_artifacts(run.id, "model", recursive=True).files}
-    assert files == {"model/shipyard-model.json", "model/model.skops", "model/input_example.json"}
+    assert files == {"model/shipyard-model.json", "model/model.npz", "model/input_example.json"}
 
     v1 = sy.register_model(logged.uri, "churn")
     assert (v1.name, v1.version, v1.digest) == ("churn", 1, logged.digest)

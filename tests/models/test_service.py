@@ -95,7 +95,7 @@ def test_versions_from_a_run_record_digest_flavor_signature(
     assert v1.digest == manifest_digest
     assert {f.path for f in svc.version_files(project, "churn", 1)} == {
         "shipyard-model.json",
-        "model.skops",
+        "model.npz",
         "input_example.json",
     }
     v2 = _register(services, project, "churn", log_model_in_run().uri)
@@ -130,11 +130,11 @@ def test_a_source_that_is_not_a_good_model_is_refused(
         )
     assert e.value.details["field"] == "source"
     # A model file overwritten after the model was logged.
-    (tmp_path / "model.skops").write_bytes(b"not the model")
+    (tmp_path / "model.npz").write_bytes(b"not the model")
     services.tracking.log_artifact(
-        project, logged.run_id, tmp_path / "model.skops", "model/model.skops"
+        project, logged.run_id, tmp_path / "model.npz", "model/model.npz"
     )
-    with pytest.raises(InvalidArgument, match="sha256 of model.skops does not match"):
+    with pytest.raises(InvalidArgument, match="sha256 of model.npz does not match"):
         svc.create_model_version(project, "churn", ModelVersionCreate(source=logged.uri))
     for bad in ("models:/churn/1", "s3://bucket/model", "runs:/", "runs:/abc"):
         with pytest.raises(InvalidArgument):
@@ -290,7 +290,7 @@ def test_a_tampered_blob_is_refused_when_fetched(
     _register(services, project, "churn", log_model_in_run().uri)
     svc.cache_dir = svc.cache_dir.parent / f"fresh-{project}"  # nothing cached yet
     files = {f.path: f for f in svc.version_files(project, "churn", 1)}
-    digest = files["model.skops"].digest
+    digest = files["model.npz"].digest
     blob = Path(services.settings.artifact_root, "blobs", digest[:2], digest[2:4], digest)
     original = blob.read_bytes()  # shared by every test that saved the same model: restore it
     mode = blob.stat().st_mode

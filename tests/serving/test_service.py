@@ -153,7 +153,7 @@ def test_a_model_server_that_cannot_start_is_failed_with_its_reason(
     create(svc, project, name="fraud", model="fraud/1")
     ep = wait_for(lambda: (e := svc.get(project, "fraud")).status.value != "Creating" and e, 60)
     assert ep.status.value == "Failed"
-    assert "sha256" in (ep.last_error or "") and "model.skops" in (ep.last_error or "")
+    assert "sha256" in (ep.last_error or "") and "model.npz" in (ep.last_error or "")
     assert ep.url is None and not pid_alive(ep.pid)
     assert "failed" in [e.kind for e in svc.events(project, "fraud").data]
 

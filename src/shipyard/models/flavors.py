@@ -2,9 +2,12 @@
 
 Every flavor but ``python_function`` writes a format that holds data, not code, so reading a
 file planted by an attacker cannot run their code (DESIGN.md, promise 3):
-- sklearn: ``skops.io`` with an allow-list built from the file itself, trusting only classes
-  under ``sklearn.`` and classes or ufuncs under ``numpy.``; a function such as
-  ``builtins.eval`` or a class from any other module is refused by name.
+- sklearn: ``model.npz``, the estimators' state as JSON and ``.npy`` arrays
+  (``sklearn_state``), when the model's state is plain data and the model rebuilt from the
+  file was checked, at save, to hold the same state and predict the same; otherwise
+  ``model.skops``: ``skops.io`` with an allow-list built from the file itself, trusting only
+  classes under ``sklearn.`` and classes or ufuncs under ``numpy.``; a function such as
+  ``builtins.eval`` or a class from any other module is refused by name. Both are read.
 - lightgbm: the Booster's text model; xgboost: its JSON model; onnx: the protobuf graph run by
   onnxruntime.
 - python_function: cloudpickle, which is code; ``format.load_model`` reads it only after every
@@ -39,6 +42,13 @@ LIBRARIES = {
     "xgboost": ("xgboost", "xgboost-cpu", "numpy"),
     "onnx": ("onnx", "onnxruntime", "numpy"),
     "python_function": ("cloudpickle", "numpy"),
+}
+# The files a flavor's model may be stored in (the first is MODEL_FILES'). A scikit-learn model
+# is written as model.npz where it can be (see _save_sklearn), and as model.skops otherwise.
+SKLEARN_STATE_FILE = "model.npz"
+MODEL_FILE_CHOICES = {
+    **{flavor: (name,) for flavor, name in MODEL_FILES.items()},
+    "sklearn": (MODEL_FILES["sklearn"], SKLEARN_STATE_FILE),
 }
 _XGB_CLASSES = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
 
@@ -84,10 +94,19 @@ def detect_flavor(model: Any) -> str:
 # -- save ------------------------------------------------------------------------------------
 
 
-def save(flavor: str, model: Any, path: Path) -> dict[str, Any]:
-    """Write ``model`` to ``path`` (the flavor's model file); return flavor options."""
+def save(flavor: str, model: Any, folder: Path, example: Any = None) -> tuple[str, dict[str, Any]]:
+    """Write ``model`` into ``folder``; return its model file's name and the flavor options.
+
+    ``example`` (a DataFrame or array, optional) is what a scikit-learn model is checked on
+    when it is written as ``model.npz``.
+    """
     if flavor == "sklearn":
-        return _save_sklearn(model, path)
+        return _save_sklearn(model, folder, example)
+    name = MODEL_FILES.get(flavor, "")
+    return name, _save_as(flavor, model, folder / name)
+
+
+def _save_as(flavor: str, model: Any, path: Path) -> dict[str, Any]:
     if flavor == "lightgbm":
         return _save_lightgbm(model, path)
     if flavor == "xgboost":
@@ -104,9 +123,14 @@ def save(flavor: str, model: Any, path: Path) -> dict[str, Any]:
     raise InvalidArgument.for_field("flavor", f"unknown flavor {flavor!r}; expected {FLAVORS}")
 
 
-def _save_sklearn(model: Any, path: Path) -> dict[str, Any]:
+def _save_sklearn(model: Any, folder: Path, example: Any) -> tuple[str, dict[str, Any]]:
+    data = _sklearn_state_bytes(model, example)
+    if data is not None:
+        (folder / SKLEARN_STATE_FILE).write_bytes(data)
+        return SKLEARN_STATE_FILE, {}
     import skops.io as sio
 
+    path = folder / MODEL_FILES["sklearn"]
     data = sio.dumps(model)
     refused = _untrusted_sklearn_types(sio.get_untrusted_types(data=data))[1]
     if refused:
@@ -117,7 +141,54 @@ def _save_sklearn(model: Any, path: Path) -> dict[str, Any]:
             untrusted=refused,
         )
     path.write_bytes(data)
-    return {}
+    return path.name, {}
+
+
+def _sklearn_state_bytes(model: Any, example: Any) -> bytes | None:
+    """``model`` as ``model.npz`` bytes, or None when that format cannot hold it exactly.
+
+    Exactly means: the model read back from those bytes (as ``load`` reads them) has the same
+    state, value for value, and predicts the same on ``example`` (and on a fixed random matrix
+    as wide as the model), with ``predict_proba`` too where it has one.
+    """
+    import io
+    import warnings
+
+    import numpy as np
+
+    from shipyard.models import sklearn_state as st
+
+    try:
+        data = st.dumps(model)
+        rebuilt = st.read(io.BytesIO(data))
+        if not st.same_state(model, rebuilt):
+            return None
+    except (st.Unsupported, st.BadState, RecursionError):
+        return None
+    probes = [example] if example is not None else []
+    width = getattr(model, "n_features_in_", None)
+    if isinstance(width, int) and 0 < width <= 10_000:
+        probes.append(np.random.default_rng(0).normal(size=(16, width)))
+    for X in probes:
+        for method in ("predict", "predict_proba"):
+            fn = getattr(model, method, None)
+            if fn is None:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    want = np.asarray(fn(X))
+                except Exception:
+                    continue  # the original cannot answer this probe: nothing to compare
+                try:
+                    got = np.asarray(getattr(rebuilt, method)(X))
+                except Exception:
+                    return None
+            if got.shape != want.shape or got.dtype != want.dtype:
+                return None
+            if not np.array_equal(got, want, equal_nan=want.dtype.kind in "fc"):
+                return None
+    return data
 
 
 def _save_lightgbm(model: Any, path: Path) -> dict[str, Any]:
@@ -338,6 +409,13 @@ def _skops_one_pass() -> Any:
 
 
 def load(flavor: str, path: Path, options: dict[str, Any]) -> Any:
+    if flavor == "sklearn" and path.name == SKLEARN_STATE_FILE:
+        from shipyard.models import sklearn_state as st
+
+        try:
+            return st.read(path)
+        except st.BadState as e:
+            raise ModelRefused(f"refusing to load {path.name}: {e}", {"file": path.name}) from None
     if flavor == "sklearn":
         sio = skops_io(lean=LEAN_SKOPS)
         one_pass = _skops_one_pass()

@@ -2,7 +2,7 @@
 
 ```
 <folder>/shipyard-model.json   the manifest (flavor, signature, library versions, sha256 of files)
-<folder>/model.<ext>           model.skops | model.txt | model.json | model.onnx | model.pkl
+<folder>/model.<ext>           model.npz | model.skops | model.txt | model.json | model.onnx | model.pkl
 <folder>/input_example.json    {"dataframe_split": {"columns": [...], "data": [[...]]}} (optional)
 ```
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.core.artifacts import sha256_file
 from shipyard.core.errors import AlreadyExists, InvalidArgument, NotFound
 from shipyard.models import flavors as _fl
-from shipyard.models.flavors import FLAVORS, MODEL_FILES, ModelRefused
+from shipyard.models.flavors import FLAVORS, MODEL_FILE_CHOICES, ModelRefused
 from shipyard.models.signature import (
     ColumnSpec,
     Signature,
@@ -113,11 +113,11 @@ class Manifest:
             raise InvalidArgument.for_field(
                 "flavor", f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVORS)}"
             )
-        if d.get("model_file") != MODEL_FILES[flavor]:
+        if d.get("model_file") not in MODEL_FILE_CHOICES[flavor]:
+            choices = " or ".join(repr(n) for n in MODEL_FILE_CHOICES[flavor])
             raise InvalidArgument.for_field(
                 "model_file",
-                f"a {flavor} model is stored in {MODEL_FILES[flavor]!r}, "
-                f"not {d.get('model_file')!r}",
+                f"a {flavor} model is stored in {choices}, not {d.get('model_file')!r}",
             )
         files = d.get("files")
         if not isinstance(files, dict) or not all(
@@ -245,11 +245,13 @@ def save_model(
 def _write_folder(
     model: Any, folder: Path, flavor: str, example: Any, signature: Signature | None
 ) -> Manifest:
-    model_file = MODEL_FILES[flavor]
-    options = _fl.save(flavor, model, folder / model_file)
     example_df = _example_frame(example)
+    check_on = None
+    if example_df is not None and flavor == "sklearn":
+        check_on = example_df if hasattr(model, "feature_names_in_") else example_df.to_numpy()
+    model_file, options = _fl.save(flavor, model, folder, check_on)
     if signature is None:
-        signature = _infer(model, folder, flavor, options, example, example_df)
+        signature = _infer(model, folder / model_file, flavor, options, example, example_df)
     files = {model_file: sha256_file(folder / model_file)[0]}
     example_name = None
     if example_df is not None:
@@ -337,7 +339,7 @@ def _example_frame(example: Any) -> pd.DataFrame | None:
 
 def _infer(
     model: Any,
-    folder: Path,
+    model_path: Path,
     flavor: str,
     options: dict[str, Any],
     example: Any,
@@ -345,9 +347,7 @@ def _infer(
 ) -> Signature:
     if example is None:
         if flavor == "onnx":
-            return Signature.from_dict(
-                {"inputs": _fl.onnx_signature_inputs(folder / MODEL_FILES[flavor])}
-            )
+            return Signature.from_dict({"inputs": _fl.onnx_signature_inputs(model_path)})
         return Signature.from_dict({"inputs": _fl.native_signature_inputs(flavor, model)})
     import numpy as np
 
@@ -356,7 +356,7 @@ def _infer(
     # time, that the example fits the model.
     try:
         if flavor == "onnx":
-            loaded = _fl.load(flavor, folder / MODEL_FILES[flavor], options)
+            loaded = _fl.load(flavor, model_path, options)
             preds = _fl.predict(flavor, loaded, _model_input(sig, example_df, flavor, None), {})
         else:
             target = model

@@ -82,13 +82,13 @@ def test_a_model_that_fails_its_hash_check_stops_the_start(
 
     tampered = tmp_path / "lr"
     shutil.copytree(model_dirs.lr, tampered)
-    with open(tampered / "model.skops", "ab") as f:
+    with open(tampered / "model.npz", "ab") as f:
         f.write(b"planted")
     p = _run(
         {"endpoint": "e", "port": free_port(), "variants": [variant("blue", tampered)]}, tmp_path
     )
     assert p.returncode == 1
-    assert "the sha256 of model.skops does not match its manifest" in p.stderr.splitlines()[-1]
+    assert "the sha256 of model.npz does not match its manifest" in p.stderr.splitlines()[-1]
 
 
 def test_auth_token_is_required_when_set(
@@ -131,6 +131,8 @@ def _plant(folder: Path, model: Any) -> None:
 
     (folder / "model.skops").write_bytes(sio.dumps(model))
     manifest = json.loads((folder / "shipyard-model.json").read_text())
+    del manifest["files"][manifest["model_file"]]
+    manifest["model_file"] = "model.skops"
     manifest["files"]["model.skops"] = sha256_file(folder / "model.skops")[0]
     (folder / "shipyard-model.json").write_text(json.dumps(manifest))
 

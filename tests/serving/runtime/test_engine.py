@@ -30,9 +30,9 @@ def test_keys_on_one_model_folder_share_one_copy(tmp_path: Path, model_dirs: Mod
 
     engine.unload("blue#1")  # the other key keeps serving
     assert "blue#1" not in engine.models
-    with open(folder / "model.skops", "ab") as f:
+    with open(folder / "model.npz", "ab") as f:
         f.write(b"planted")
-    with pytest.raises(ModelRefused, match="sha256 of model.skops does not match"):
+    with pytest.raises(ModelRefused, match="sha256 of model.npz does not match"):
         engine.load("red#4", str(folder), "fraud", "1", False)
 
 

@@ -106,7 +106,7 @@ def test_a_reload_that_cannot_load_changes_nothing(
     rt = start_runtime(blue)
     tampered = tmp_path / "tampered"
     shutil.copytree(model_dirs.rf, tampered)
-    with open(tampered / "model.skops", "ab") as f:
+    with open(tampered / "model.npz", "ab") as f:
         f.write(b"\0")
     hammer = Hammer(rt, model_dirs.split(1), clients=2)
     try:
@@ -114,7 +114,7 @@ def test_a_reload_that_cannot_load_changes_nothing(
         r = rt.reload({"variants": [variant("blue", model_dirs.lr), variant("green", tampered)]})
         assert r.status_code == 500
         assert "reload failed, still serving the previous models" in r.json()["error"]
-        assert "sha256 of model.skops does not match" in r.json()["error"]
+        assert "sha256 of model.npz does not match" in r.json()["error"]
         r = rt.reload({"variants": [variant("blue", tmp_path / "missing")]})
         assert r.status_code == 400 and "variant blue: model_path" in r.json()["error"]
         r = rt.reload({"variants": [{"name": "blue", "model_path": "relative/path"}]})
