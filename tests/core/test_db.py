@@ -75,3 +75,50 @@ def test_one_statement_writes_are_durable_and_roll_back_on_error(db_url: str) ->
             assert conn.exec_driver_sql("SELECT n FROM one_probe").scalars().all() == [1]
     finally:
         db.dispose()
+
+
+def test_writes_inside_together_commit_once_and_a_failed_one_undoes_only_itself(
+    db_url: str,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(db_url)
+    ran: list[str] = []
+
+    def rows() -> list[int]:
+        with db.read() as conn:
+            return conn.exec_driver_sql("SELECT n FROM together_probe ORDER BY n").scalars().all()
+
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS together_probe")
+            conn.exec_driver_sql("CREATE TABLE together_probe (n integer PRIMARY KEY)")
+        with db.together():
+            with db.write() as conn:
+                conn.exec_driver_sql("INSERT INTO together_probe VALUES (1)")
+            db.after_commit(lambda: ran.append(f"after commit, seen: {rows()}"))
+            # Not committed yet: another connection does not see it, nor has the hook run.
+            assert rows() == [] and ran == []
+            # A write that fails (a duplicate key) undoes its own part only, as it would have
+            # undone its own transaction; the block goes on.
+            with pytest.raises(IntegrityError), db.write(one_statement=True) as conn:
+                conn.exec_driver_sql("INSERT INTO together_probe VALUES (2)")
+                conn.exec_driver_sql("INSERT INTO together_probe VALUES (1)")
+            with db.write() as conn, db.together():  # nested: the outermost block commits
+                conn.exec_driver_sql("INSERT INTO together_probe VALUES (3)")
+            assert rows() == []
+        assert rows() == [1, 3]
+        assert ran == ["after commit, seen: [1, 3]"]
+
+        # A block that raises writes nothing, and what waited for its commit never runs.
+        with pytest.raises(RuntimeError), db.together():
+            with db.write() as conn:
+                conn.exec_driver_sql("INSERT INTO together_probe VALUES (4)")
+            db.after_commit(lambda: ran.append("never"))
+            raise RuntimeError("the caller failed")
+        assert rows() == [1, 3] and ran == ["after commit, seen: [1, 3]"]
+        # Outside a block, a hook runs at once.
+        db.after_commit(lambda: ran.append("now"))
+        assert ran[-1] == "now"
+    finally:
+        db.dispose()

@@ -10,8 +10,9 @@ two processes log to one file at the same moment without either seeing "database
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self._analyzed_at = float("-inf")
         self.engine = self._make_engine()
+        # This thread's transaction that its writes join (``together``), and what waits for it.
+        self._joined = threading.local()
 
     def _make_engine(self) -> Engine:
         if self.is_sqlite:
@@ -149,6 +152,19 @@ class Database:
         PostgreSQL that statement then commits by itself, durable when it returns: one round trip
         instead of three (BEGIN, the statement, COMMIT). SQLite runs the usual transaction.
         """
+        outer: Connection | None = getattr(self._joined, "conn", None)
+        if outer is not None:
+            # Inside ``together``: a savepoint of its transaction, so that a failure here
+            # undoes this block alone, as it would have undone this block's own transaction.
+            savepoint = outer.begin_nested()
+            try:
+                yield outer
+                savepoint.commit()
+            except BaseException:
+                if savepoint.is_active:
+                    savepoint.rollback()
+                raise
+            return
         delay = 0.05
         for attempt in range(retries + 1):
             conn = None
@@ -180,6 +196,36 @@ class Database:
             raise
         finally:
             conn.close()
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Join the write transactions this thread opens inside the block (each ``write``, in
+        whichever service) into one, committed at its end: one durable commit instead of one
+        each, and all of them or none. A ``write`` that fails inside undoes only its own part
+        (a savepoint). Reads inside do not see what the block wrote until it commits; what
+        must wait for the commit (telling others a job ended, say) goes to ``after_commit``.
+        Nested: the outermost block commits."""
+        if getattr(self._joined, "conn", None) is not None:
+            yield
+            return
+        hooks: list[Callable[[], object]] = []
+        with self.write() as conn:
+            self._joined.conn, self._joined.hooks = conn, hooks
+            try:
+                yield
+            finally:
+                self._joined.conn = self._joined.hooks = None
+        for fn in hooks:
+            fn()
+
+    def after_commit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once this thread's ``together`` block has committed (dropped if it rolls
+        back); at once outside one."""
+        hooks = getattr(self._joined, "hooks", None)
+        if hooks is None:
+            fn()
+        else:
+            hooks.append(fn)
 
     def refresh_statistics(self, every_s: float = 600.0) -> None:
         """Keep SQLite's planner statistics fresh, cheaply, at most every ``every_s`` seconds.

@@ -711,10 +711,22 @@ def _fork_server_loop(
             os.write(wfd, f"started {req['id']} {pid}\n".encode())
 
 
+_rss_at_fork: int | None = None
+
+
+def rss_at_fork() -> int | None:
+    """In a task forked by the fork server: its resident bytes when forked, all of them shared
+    with the server (None in a process started otherwise)."""
+    return _rss_at_fork
+
+
 def _forked_task(req: dict[str, Any], fds: tuple[int, ...]) -> None:
     """In the forked child: become a task like one started by ``Popen``, run, and exit."""
+    global _rss_at_fork
     code = 1
     try:
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+            _rss_at_fork = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         os.setsid()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -855,6 +867,10 @@ def _run(tdir: Path, parent: int | None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as the imported module, not as ``__main__``: a task's code that imports this module
+    # (``rss_at_fork``) must find the one the fork server runs, not a second copy.
+    from shipyard.core import executors
+
     if sys.argv[1:2] == ["--fork-server"]:
-        sys.exit(_fork_server_main(sys.argv[2:]))
-    sys.exit(_run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None))
+        sys.exit(executors._fork_server_main(sys.argv[2:]))
+    sys.exit(executors._run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None))

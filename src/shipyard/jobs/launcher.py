@@ -56,6 +56,9 @@ from shipyard.jobs.run_tracking import JobTracking
 # After the memory limit interrupts user code running in this process, how long it has to
 # unwind before the process is killed outright.
 MEMORY_KILL_GRACE_S = 5.0
+# At most this many metric rows go back to the worker with an attempt's result; more are sent
+# from the job's process (the result is read whole, and a batch this size is the SDK's).
+HANDOFF_MAX_ROWS = 20_000
 DEFAULT_MASTER_PORT = 29500
 # What an executor's fork server should import once so that a job's process starts with them:
 # this module, the profiler, the in-process tracking backend and what its first statements
@@ -219,6 +222,7 @@ class _Launch:
         master_port: int,
         spec: _Spec,
         job_dir: Path,
+        handoff: bool = False,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -230,6 +234,7 @@ class _Launch:
         self.master_port = master_port
         self.spec = spec
         self.job_dir = job_dir
+        self.handoff = handoff
         self.rank_dir = job_dir / f"attempt-{attempt}" / f"rank-{rank}"
         self.input_dir = self.rank_dir / "input"
         self.model_dir = self.rank_dir / "model"
@@ -310,6 +315,7 @@ class _Launch:
         return env
 
     def start_profiler(self) -> None:
+        from shipyard.core.executors import rss_at_fork
         from shipyard.jobs.profile import METRIC_PREFIX, Profiler
 
         limit = self.spec.memory_gb
@@ -319,6 +325,7 @@ class _Launch:
             on_sample=self.tracking.add_rows,
             on_memory_exceeded=self._on_memory_exceeded,
             metric_prefix=prefix,
+            shared_at_start=rss_at_fork(),
         ).start()
 
     def _on_memory_exceeded(self, reason: str) -> None:
@@ -354,7 +361,6 @@ class _Launch:
         if src not in sys.path:
             sys.path.insert(0, src)
         self.user_running = True
-        self.tracking.user_code_started.set()
         try:
             if self.memory_reason is not None:  # over the limit before the code even started
                 raise MemoryLimitExceeded(self.memory_reason)
@@ -532,11 +538,15 @@ class _Launch:
     def finish(self, status: str, error: BaseException | None) -> dict[str, Any]:
         """Upload, check the rules, write the report; return ``run_job``'s result.
 
-        Kept short, since every job pays it: the metrics still buffered (the script's and the
-        profile's) go to the store in one batch, the rule checks read the metrics this process
-        sent rather than the run's histories back from the store (unless some came from
-        elsewhere: a command's process, the worker's log parsing), and an empty ``model/`` or
-        ``output/`` costs nothing."""
+        Kept short, since every job pays it. With ``handoff`` (the job worker's), an attempt
+        that completed hands its last metrics (the script's and the profile's, still buffered)
+        and its report back with its result, for the worker to store with how the attempt
+        ended: this process, new and with no statement of the store compiled yet, would spend
+        tens of milliseconds on what the worker does in a few (a failed or stopped attempt, or
+        one with more than ``HANDOFF_MAX_ROWS`` rows, sends them from here). The rule checks read the metrics
+        this process sent or handed rather than the run's histories back from the store
+        (unless some came from elsewhere: a command's process, the worker's log parsing), and
+        an empty ``model/`` or ``output/`` costs nothing."""
         from shipyard.jobs.profile import check_rules, finding
 
         if self.profiler is not None:
@@ -544,15 +554,16 @@ class _Launch:
         for d in (self.model_dir, self.output_dir):  # absent when preparing failed early
             d.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
-        # The profile's rows join the script's in the fluent buffer: one batch for both.
-        joined = self.tracking.send_with_script_metrics()
+        done = status == "completed"
+        handoff = self.tracking.take_for_worker(HANDOFF_MAX_ROWS) if done and self.handoff else None
+        # Otherwise the profile's rows join the script's in the fluent buffer: one batch.
+        joined = handoff is not None or self.tracking.send_with_script_metrics()
         try:
-            self.finish_user_runs(failed=status != "completed")
+            self.finish_user_runs(failed=not done)
         except Exception as exc:
             problems.append(f"flushing the script's metrics failed: {exc}")
         extra: dict[str, Any] = {}
         findings: list[dict[str, Any]] = []
-        done = status == "completed"
         model_stats = folder_stats(self.model_dir)
         flavor = ensure_manifest(self.model_dir) if done and model_stats[0] else None
         try:
@@ -585,6 +596,15 @@ class _Launch:
             except (TypeError, ValueError):
                 extra["return_value"] = None
         notes: list[str] = []
+        if handoff is not None and problems:
+            # The attempt fails (``JobFinishFailed``), and its result with it: send them now.
+            try:
+                self.tracking.send(handoff)
+            except Exception as exc:
+                problems.append(f"sending the job's last metrics failed: {exc}")
+            handoff = None
+        elif handoff is not None:
+            self.tracking.handed(handoff)
         try:
             if not joined:
                 self.tracking.flush()
@@ -607,14 +627,14 @@ class _Launch:
         report = self.report(status, error, findings, extra)
         if problems:
             report["summary"]["problems"] = problems
-        (self.rank_dir / "report.json").write_text(
-            json.dumps(report, indent=2, default=str), encoding="utf-8"
-        )
-        name = "report.json" if self.rank == 0 else f"reports/rank-{self.rank}.json"
-        try:
-            self.tracking.client().log_artifact(self.run_id, self.rank_dir / "report.json", name)
-        except Exception as exc:
-            problems.append(f"uploading report.json failed: {exc}")
+        (self.rank_dir / "report.json").write_text(report_text(report), encoding="utf-8")
+        if handoff is None:
+            try:
+                self.tracking.client().log_artifact(
+                    self.run_id, self.rank_dir / "report.json", report_artifact(self.rank)
+                )
+            except Exception as exc:
+                problems.append(f"uploading report.json failed: {exc}")
         self.tracking.close()
         for f in findings:
             print(f"shipyard: {f['severity']}: {f['message']}", file=sys.stderr, flush=True)
@@ -623,7 +643,33 @@ class _Launch:
         result: dict[str, Any] = {"report": report, "model_artifact_path": model_path}
         if "return_value" in extra:
             result["value"] = extra["return_value"]
+        if handoff is not None:
+            # For the worker to store (``JobWorker._store_handoff``): the metric batches, by
+            # column as the REST API takes them, and the report as the artifact it is.
+            result["handoff"] = {
+                "metrics": [
+                    {
+                        "batch_id": batch_id,
+                        "keys": [r[0] for r in rows],
+                        "values": [r[1] for r in rows],
+                        "steps": [r[2] for r in rows],
+                        "timestamps": [r[3] for r in rows],
+                    }
+                    for batch_id, rows in handoff
+                ],
+                "report_artifact": report_artifact(self.rank),
+            }
         return result
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """``report.json`` as it is written and stored as an artifact."""
+    return json.dumps(report, indent=2, default=str)
+
+
+def report_artifact(rank: int) -> str:
+    """The artifact path of a rank's ``report.json`` on the job's run."""
+    return "report.json" if rank == 0 else f"reports/rank-{rank}.json"
 
 
 def _iso(t: float) -> str:
@@ -650,6 +696,7 @@ def run_job(
     world_size: int = 1,
     master_addr: str = "127.0.0.1",
     master_port: int | None = None,
+    handoff: bool = False,
     **_ignored: Any,
 ) -> dict[str, Any]:
     """Run one attempt of one rank of a job, in this process: an executor task's own process,
@@ -657,7 +704,9 @@ def run_job(
     runs the job's code left open.
 
     Returns ``{"report": {"findings": [...], "summary": {...}}, "model_artifact_path": "model" |
-    None}`` (and ``"value"``, a function's JSON return value). On a failure of the user's code
+    None}`` (and ``"value"``, a function's JSON return value). With ``handoff`` (the job
+    worker's choice, which stores it) a completed attempt's last metrics and its report come
+    back under ``"handoff"`` rather than being sent from here (see ``_Launch.finish``). On a failure of the user's code
     the report is written first, then the error is raised: theirs as it was, a non-zero exit as
     ``UserCodeFailed``, the memory limit as ``MemoryLimitExceeded``.
     """
@@ -672,6 +721,7 @@ def run_job(
         master_port=int(master_port or DEFAULT_MASTER_PORT),
         spec=_Spec.parse(spec),
         job_dir=Path(job_dir),
+        handoff=bool(handoff),
     )
     on_main = threading.current_thread() is threading.main_thread()
     saved: dict[int, Any] = {}
@@ -689,7 +739,8 @@ def run_job(
                 f"rank {launch.rank}/{launch.world_size})",
                 flush=True,
             )
-            launch.tracking.warm_up(share=launch.in_process)
+            if launch.in_process:
+                launch.tracking.share_with_script()
             launch.run_user_code()
         except _Stopped as exc:
             status, error = "stopped", exc

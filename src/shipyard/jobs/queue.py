@@ -86,12 +86,18 @@ class QueueMixin:
             return all(j is not None and j in self._held_here for j in job_ids)
 
     def _given_back(self, job_id: str) -> None:
+        self.db.after_commit(lambda: self._note_given_back(job_id))
+
+    def _note_given_back(self, job_id: str) -> None:
         with self._ended_cv:
             self._held_here.discard(job_id)
             self._ended_cv.notify_all()
 
     def _job_ended(self, job_id: str) -> None:
-        """Record that ``job_id`` became final here (after the write committed)."""
+        """Record that ``job_id`` became final here (once the write has committed)."""
+        self.db.after_commit(lambda: self._note_ended(job_id))
+
+    def _note_ended(self, job_id: str) -> None:
         with self._ended_cv:
             self._ended[job_id] = None
             self._held_here.discard(job_id)

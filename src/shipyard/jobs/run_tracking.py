@@ -41,7 +41,6 @@ class JobTracking:
         # Every metric row sent for the job's run from this process, by key.
         self._sent: dict[str, list[tuple[int, int, float | None]]] = {}
         self._sent_lock = threading.Lock()
-        self.user_code_started = threading.Event()
 
     def client(self) -> Any:
         with self._client_lock:
@@ -70,25 +69,14 @@ class JobTracking:
             for key, value, step, ts in rows:
                 self._sent.setdefault(key, []).append((int(step), int(ts), value))
 
-    def warm_up(self, share: bool) -> None:
-        """Make the client in the background while the user's code starts (it opens the
-        store: tens of milliseconds); with ``share``, the fluent API (``sy.log_metric`` in the
-        job's code) gets this client too, rather than opening the store again. The work
-        begins once ``user_code_started`` is set, so that it does not hold the interpreter
-        lock while the user's code is being started (the job's code asking for the client
-        before then makes it at once)."""
-        if share:
-            from shipyard.sdk import fluent
+    def share_with_script(self) -> None:
+        """Make this client the fluent API's default, so that ``sy.log_metric`` in the job's
+        code logs through it rather than opening the store again. It is made when first
+        needed: a short job's metrics and report go back to the worker with its result
+        (``take_for_worker``), and such a job never opens the store at all."""
+        from shipyard.sdk import fluent
 
-            fluent._default_client = self.client
-
-        def work() -> None:
-            self.user_code_started.wait(1.0)
-            time.sleep(0.002)  # the user's first statements run first: they need no client
-            with contextlib.suppress(Exception):
-                self.client()._ready()
-
-        threading.Thread(target=work, name="shipyard-tracking", daemon=True).start()
+        fluent._default_client = self.client
 
     # -- the buffer ----------------------------------------------------------------------------
 
@@ -140,19 +128,24 @@ class JobTracking:
                         self._unsent = batches[n:] + self._unsent
                     raise
 
+    def _script_buffer(self) -> Any:
+        """The fluent API's metric buffer when the job's code logs through this client (or
+        will: none made yet, and this one is the default), else None."""
+        fluent = sys.modules.get("shipyard.sdk.fluent")
+        buf = getattr(fluent, "_buffer", None)
+        theirs = getattr(fluent, "_client", None)
+        if buf is None:
+            return None
+        if theirs is None:
+            return buf if getattr(fluent, "_default_client", None) == self.client else None
+        return buf if theirs is self._client else None
+
     def send_with_script_metrics(self) -> bool:
         """Hand what is buffered to the fluent API's buffer, when the job's code logged through
         this client, so that both go to the store in one batch when it is flushed. Returns
         False (nothing handed) otherwise."""
-        fluent = sys.modules.get("shipyard.sdk.fluent")
-        buf = getattr(fluent, "_buffer", None)
-        theirs = getattr(fluent, "_client", None)
-        if buf is None or self._client is None:
-            return False
-        # Theirs is this client, or will be: none made yet, and this one is the default.
-        if theirs is not self._client and not (
-            theirs is None and getattr(fluent, "_default_client", None) == self.client
-        ):
+        buf = self._script_buffer()
+        if buf is None:
             return False
         rows = self.take()
         if rows:
@@ -162,6 +155,44 @@ class JobTracking:
                 self.add_rows(rows)
                 return False
         return True
+
+    def take_for_worker(self, max_rows: int) -> list[tuple[str, list[Any]]] | None:
+        """Every metric row of the job's run not stored yet (this buffer's, and the job's
+        code's in the fluent buffer when it logs through this client), as ``(batch id, rows)``
+        batches, for the worker to store with how the attempt ended (``handed``), or to be
+        sent from here after all (``send``). None, with nothing taken, when there are more
+        than ``max_rows`` or an earlier send failed: ``flush`` and the fluent API send them."""
+        joined = self.send_with_script_metrics()
+        buf = self._script_buffer() if joined else None
+        with self._send_lock, self._lock:
+            mine = sum(len(b) for _, b in self._unsent) + len(self._pending)
+            if mine + (buf.pending() if buf is not None else 0) > max_rows:
+                return None
+            batches: list[tuple[str, list[Any]]] = []
+            if buf is not None:
+                taken = buf.take_run(self.run_id)
+                if taken is None:
+                    return None
+                batches += taken
+            batches += self._unsent
+            if self._pending:
+                import uuid
+
+                batches.append((uuid.uuid4().hex, self._pending))
+            self._unsent, self._pending = [], []
+        return batches
+
+    def handed(self, batches: list[tuple[str, list[Any]]]) -> None:
+        """The worker stores these: note them as sent, for the rule checks."""
+        for _, rows in batches:
+            self._note_sent(rows)
+
+    def send(self, batches: list[tuple[str, list[Any]]]) -> None:
+        """Send batches taken by ``take_for_worker`` from here after all, under their ids."""
+        for batch_id, rows in batches:
+            self.client().backend.log_batch(
+                self.project, self.run_id, metrics=rows, batch_id=batch_id
+            )
 
     def close(self) -> None:
         self._closed = True

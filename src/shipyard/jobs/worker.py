@@ -334,6 +334,9 @@ class JobWorker:
                         "master_port": port,
                         "spec": spec_json,
                         "job_dir": str(job_dir),
+                        # Its last metrics and report come back with its result, stored with
+                        # how the attempt ended (``_store_handoff``).
+                        "handoff": True,
                     },
                     "name": f"job-{job.id}-{rank}",
                     "env": env,
@@ -512,7 +515,13 @@ class JobWorker:
     # -- when it ends --------------------------------------------------------------------------
 
     def _finish(self, a: _Attempt, tail: list[tuple[int, int | None, str]] | None = None) -> None:
-        """Record how the attempt ended, with ``tail`` (its output not yet in the job's log)."""
+        """Record how the attempt ended, with ``tail`` (its output not yet in the job's log)
+        and what its processes handed back (``_store_handoff``): one transaction, so one
+        durable commit between a job's last line of code and its waiter hearing it ended."""
+        with self.service.db.together():
+            self._finish_in(a, tail)
+
+    def _finish_in(self, a: _Attempt, tail: list[tuple[int, int | None, str]] | None) -> None:
         job, svc = a.job, self.service
         tail = tail or []
         for r in a.ranks:
@@ -520,6 +529,7 @@ class JobWorker:
             if forget is not None:
                 with contextlib.suppress(Exception):
                     forget(r.task_id)
+        handoff_error = self._store_handoff(a)
         if a.ending in ("lost", "shutdown"):
             svc.append_logs(job.id, tail)
         if a.ending == "lost":
@@ -561,7 +571,7 @@ class JobWorker:
                 note=f"attempt {job.attempt} {reason}; job failed",
             )
             return
-        if statuses and all(s.state == TaskState.SUCCEEDED for s in statuses):
+        if statuses and all(s.state == TaskState.SUCCEEDED for s in statuses) and not handoff_error:
             svc.finish_attempt(
                 job.id,
                 self.owner,
@@ -572,7 +582,7 @@ class JobWorker:
                 note=f"attempt {job.attempt} completed",
             )
             return
-        reason = _failure(a)
+        reason = handoff_error or _failure(a)
         retry = job.attempt < job.max_attempts
         svc.finish_attempt(
             job.id,
@@ -588,6 +598,43 @@ class JobWorker:
         )
         if retry:
             self._wake.set()
+
+    def _store_handoff(self, a: _Attempt) -> str | None:
+        """Store what each rank's process handed back with its result (``run_job``): its last
+        metric batches and its report, before the attempt is marked ended, so that whoever
+        sees it ended finds them. Returns why that failed, which fails the attempt (as a
+        failure to send them from the job's process did)."""
+        from shipyard.jobs.launcher import report_text
+
+        job, tracking = a.job, self.service.tracking
+        for r in a.ranks:
+            result = r.status.result if r.status is not None else None
+            if not isinstance(result, dict) or not job.run_id:
+                continue
+            handoff = result.get("handoff")
+            if not isinstance(handoff, dict):
+                continue
+            try:
+                for b in handoff.get("metrics") or []:
+                    tracking.log_metric_columns(
+                        job.project,
+                        job.run_id,
+                        b["keys"],
+                        b["values"],
+                        b["steps"],
+                        b["timestamps"],
+                        batch_id=b["batch_id"],
+                    )
+                report = result.get("report")
+                if isinstance(report, dict) and handoff.get("report_artifact"):
+                    data = report_text(report).encode()
+                    tracking.log_artifact_stream(
+                        job.project, job.run_id, handoff["report_artifact"], [data], None, len(data)
+                    )
+            except Exception as exc:
+                where = f"rank {r.rank}: " if len(a.ranks) > 1 else ""
+                return f"{where}storing the attempt's last metrics and report failed: {exc}"
+        return None
 
     def _shutdown(self) -> None:
         """Give back what this worker holds: cancel the tasks, re-queue the jobs."""

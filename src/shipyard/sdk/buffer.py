@@ -124,6 +124,23 @@ class MetricBuffer:
         if self._error is not None:
             self._raise()
 
+    def take_run(self, run_id: str) -> list[tuple[str, list[MetricRow]]] | None:
+        """Remove and return what is waiting for one run, as ``(batch id, rows)`` batches (a
+        batch that failed to send keeps its id), for the caller to store some other way; a
+        send in progress ends first. None, with nothing taken, when an earlier send failed for
+        good (``flush`` raises that error)."""
+        with self._flush_lock:
+            if self._error is not None:
+                return None
+            with self._lock:
+                mine = [(bid, rows) for rid, bid, rows in self._unsent if rid == run_id]
+                self._unsent = [b for b in self._unsent if b[0] != run_id]
+                rows = self._pending.pop(run_id, [])
+                self._count -= len(rows) + sum(len(r) for _, r in mine)
+        if rows:
+            mine.append((uuid.uuid4().hex, rows))
+        return mine
+
     def pending(self) -> int:
         return self._count
 
