@@ -1,43 +1,29 @@
-"""``shipyard``: the command line entry point."""
+"""``shipyard``: the command line entry point.
+
+``shipyard server`` with well-formed options starts the server straight away, without building
+the rest of the command line: Typer, Rich and the command modules would stay imported for the
+server's whole life (about 4 MiB of an idle server's memory). Anything else (another command,
+``--help``, an option that is unknown or malformed, shell completion) goes to the Typer app in
+``shipyard.cli.app``, which also declares ``server`` for its help and its errors. Both ways run
+``run_server`` and report a failure the same way.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import re
+import sys
+from typing import Any, NoReturn
 
-import typer
+from shipyard.core.errors import ShipyardError
 
-from shipyard.cli import admin, experiments, runs
-from shipyard.cli import batch as batch_cli
-from shipyard.cli import endpoints as endpoints_cli
-from shipyard.cli import jobs as jobs_cli
-from shipyard.cli import models as models_cli
-from shipyard.cli import tuning as tuning_cli
-from shipyard.cli.common import JsonOpt, command, console
-
-app = typer.Typer(
-    name="shipyard",
-    help="Shipyard: an open, self-hosted ML platform.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(experiments.app, name="experiments")
-app.add_typer(runs.app, name="runs")
-app.add_typer(models_cli.app, name="models")
-app.add_typer(endpoints_cli.app, name="endpoints")
-app.add_typer(batch_cli.app, name="batch")
-app.add_typer(jobs_cli.app, name="jobs")
-app.add_typer(tuning_cli.app, name="tuning")
-app.add_typer(admin.db_app, name="db")
-app.add_typer(admin.users_app, name="users")
+# What `handle_errors` turns into one line and an exit status, as for every other command.
+_REPORTED = (ShipyardError, FileNotFoundError, PermissionError, IsADirectoryError)
+_PORT = re.compile(r"0|[1-9][0-9]{0,5}")
 
 
-@command(app)
-def server(
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
-    log_level: Annotated[str, typer.Option()] = "warning",
-) -> None:
-    """Serve the REST API (/api/v1, docs at /docs) on this machine."""
+def run_server(host: str | None, port: int | None, log_level: str) -> None:
+    """``shipyard server``: settings from the environment, the options over them, then serve."""
     from shipyard.core.settings import Settings
     from shipyard.server.serve import serve
 
@@ -49,70 +35,74 @@ def server(
     serve(settings, log_level=log_level)
 
 
-@command(app)
-def worker(
-    slots: Annotated[
-        int | None,
-        typer.Option("--slots", min=1, help="CPUs' worth of jobs at once (default: one per CPU)."),
-    ] = None,
-) -> None:
-    """Run training jobs from the queue on this machine (or on the Ray cluster in settings)
-    until stopped (Ctrl-C or SIGTERM: running jobs go back to the queue)."""
-    from shipyard.core.settings import Settings
-    from shipyard.jobs.worker import JobWorker
-    from shipyard.server.context import Services
+def _server_options(argv: list[str]) -> dict[str, Any] | None:
+    """``server``'s options from ``argv`` when they are exactly what the Typer app would read
+    (``--host``, ``--port`` and ``--log-level``, as ``--opt value`` or ``--opt=value``, the
+    last one winning), else None: the Typer app then reads them, with its help and errors."""
+    if not argv or argv[0] != "server":
+        return None
+    if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return None  # a shell asking for completions
+    opts: dict[str, Any] = {"host": None, "port": None, "log_level": "warning"}
+    rest = argv[1:]
+    while rest:
+        name, eq, value = rest.pop(0).partition("=")
+        if name not in ("--host", "--port", "--log-level"):
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        # An empty value, or one that looks like an option, is left to the parser that knows
+        # what it means; a port is plain digits, read the same by every integer parser.
+        if not value or value.startswith("-"):
+            return None
+        if name == "--port":
+            if not _PORT.fullmatch(value):
+                return None
+            opts["port"] = int(value)
+        else:
+            opts[name[2:].replace("-", "_")] = value
+    return opts
 
-    settings = Settings(job_workers_embedded=False)
-    services = Services.from_settings(settings)
+
+def _exit_reporting(exc: BaseException) -> NoReturn:
+    """Exit as the Typer app exits when a command raises ``exc``: one line, a non-zero status."""
+    import typer
+
+    from shipyard.cli.common import handle_errors
+
+    def reraise() -> None:
+        raise exc
+
     try:
-        w = JobWorker(services.jobs, services.executor, settings, slots=slots)
-        console.print(
-            f"worker {w.owner}: {w.slots} slots, lease {settings.job_lease_s:g} s; Ctrl-C to stop",
-            highlight=False,
-        )
-        w.serve_forever()
-    finally:
-        services.close()
-
-
-@command(app)
-def demo(
-    runs_: Annotated[int, typer.Option("--runs", min=1, max=50)] = 4,
-    project: Annotated[str, typer.Option("--project", "-p")] = "demo",
-) -> None:
-    """Train a few small models, tracking each as a run, then say where to look."""
-    from shipyard.cli.demo import run_demo
-
-    run_demo(project, runs_)
-
-
-@app.command()
-def gc(
-    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
-    older_than_s: Annotated[
-        int | None,
-        typer.Option(
-            "--older-than-s",
-            help="Purge what was deleted longer ago than this "
-            "(default: the restore window; 0 purges every deleted item).",
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Purge deleted runs and experiments past their restore window and free their storage."""
-    admin.gc(project, older_than_s, as_json)
-
-
-@app.command()
-def version() -> None:
-    """Print the version."""
-    from shipyard import __version__
-
-    console.print(__version__)
+        handle_errors(reraise)()
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    raise AssertionError("handle_errors did not exit")  # pragma: no cover
 
 
 def main() -> None:
-    app()
+    opts = _server_options(sys.argv[1:])
+    if opts is None:
+        from shipyard.cli.app import app
+
+        app()
+        return
+    try:
+        run_server(**opts)
+    except KeyboardInterrupt:
+        sys.exit(130)  # as Typer exits on Ctrl-C
+    except _REPORTED as exc:
+        _exit_reporting(exc)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the Typer app, built on first use
+        from shipyard.cli.app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
