@@ -223,7 +223,7 @@ def test_a_retry_resumes_from_the_checkpoint_and_its_model_registers(
     assert second.status.result["model_artifact_path"] == "model"
     assert second.report["summary"]["model"]["flavor"] == "sklearn"
     assert [p for p in job.artifacts() if p.startswith("model/")] == [
-        "model/model.skops",
+        "model/model.npz",
         "model/shipyard-model.json",
     ]
 
