@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -124,6 +125,64 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
+# until its first page (Jinja2 and the page modules), and the HTTP client. Each would stay in the
+# server's memory for its whole life.
+NOT_IMPORTED_WHEN_IDLE = (
+    "typer",
+    "rich",
+    "shipyard.cli.app",
+    "shipyard.cli.common",
+    "jinja2",
+    "shipyard.studio.router",
+    "httpx",
+)
+
+# The entry point as the `shipyard` script runs it, with a thread that waits for /healthz (over a
+# bare socket, importing nothing new), prints which of the modules above are loaded, and stops
+# the server as a user would.
+_PROBE = """
+import json, os, signal, socket, sys, threading, time
+port, names = int(sys.argv[1]), sys.argv[2:]
+
+def probe():
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)  # the lifespan's background starts, done by now
+    print("LOADED " + json.dumps([n for n in names if n in sys.modules]), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=probe, daemon=True).start()
+sys.argv = ["shipyard", "server", "--port", str(port)]
+from shipyard.cli.main import main
+main()
+"""
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_an_idle_server_has_not_imported_what_it_does_not_use(
+    db: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"SHIPYARD_DATABASE_URL": request.getfixturevalue("pg_url")} if db == "postgres" else {}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(free_port()), *NOT_IMPORTED_WHEN_IDLE],
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED ")]
+    assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+    assert json.loads(lines[0].removeprefix("LOADED ")) == []
 
 
 def test_server_serves_the_api(served: Served) -> None:
