@@ -128,8 +128,8 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
 
 
 # What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
-# until its first page (Jinja2 and the page modules), and the HTTP client. Each would stay in the
-# server's memory for its whole life.
+# until its first page (Jinja2 and the page modules), the HTTP client, and fsspec until the first
+# artifact in a local folder. Each would stay in the server's memory for its whole life.
 NOT_IMPORTED_WHEN_IDLE = (
     "typer",
     "rich",
@@ -138,6 +138,7 @@ NOT_IMPORTED_WHEN_IDLE = (
     "jinja2",
     "shipyard.studio.router",
     "httpx",
+    "fsspec",
 )
 
 # The entry point as the `shipyard` script runs it, with a thread that waits for /healthz (over a

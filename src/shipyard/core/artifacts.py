@@ -58,18 +58,28 @@ def clean_relpath(path: str, field: str = "path") -> str:
 
 class ArtifactStore:
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
-        import fsspec
-
         self.root = root.rstrip("/")
         self.is_local = "://" not in root or root.startswith("file://")
+        self._fs: Any = None
         if self.is_local:
             self.root = str(Path(root.removeprefix("file://")).expanduser().resolve())
             Path(self.root, "blobs").mkdir(parents=True, exist_ok=True)
             Path(self.root, "tmp").mkdir(parents=True, exist_ok=True)
-            self.fs = fsspec.filesystem("file")
-        else:
+        else:  # made now, so that a missing driver or a bad option fails at start
+            import fsspec
+
             protocol = root.split("://", 1)[0]
-            self.fs = fsspec.filesystem(protocol, **(storage_options or {}))
+            self._fs = fsspec.filesystem(protocol, **(storage_options or {}))
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem. A local folder's is made on first use: a server that has not
+        touched an artifact yet does without fsspec (about 1 MiB)."""
+        if self._fs is None:
+            import fsspec
+
+            self._fs = fsspec.filesystem("file")
+        return self._fs
 
     def _blob(self, digest: str) -> str:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
