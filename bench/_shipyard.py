@@ -125,6 +125,19 @@ def create_runs(url: str, n: int) -> dict[str, Any]:
     return {"n": n, "total_s": t1 - t0, "runs_per_s": n / (t1 - t0)}
 
 
+# The columns of ``tracking.chunks.chunk_row``, in its order.
+CHUNK_COLUMNS = (
+    "run_id",
+    "key",
+    "min_step",
+    "max_step",
+    "points",
+    "steps_i64",
+    "timestamps_i64",
+    "values_f64",
+)
+
+
 def populate(url: str, db_url: str, n_runs: int) -> dict[str, Any]:
     """Make the project and experiment through the server, then bulk-insert runs into
     Shipyard's tables with SQLAlchemy Core (the same rows the MLflow worker loads)."""
@@ -132,7 +145,8 @@ def populate(url: str, db_url: str, n_runs: int) -> dict[str, Any]:
 
     from shipyard.core.db import normalize_url
     from shipyard.core.ids import new_id
-    from shipyard.tracking.tables import latest_metrics, metrics, run_params, runs
+    from shipyard.tracking.chunks import chunk_row
+    from shipyard.tracking.tables import latest_metrics, metric_chunks, run_params, runs
 
     client = Client(SEARCH_PROJECT, url)
     project_id = client.backend.ensure_project(SEARCH_PROJECT).id
@@ -165,10 +179,20 @@ def populate(url: str, db_url: str, n_runs: int) -> dict[str, Any]:
                 {"run_id": rid, "key": k, "value": v, "step": 0, "timestamp": r.end_ms}
                 for k, v in r.metrics.items()
             ]
+        crows = [
+            dict(
+                zip(
+                    CHUNK_COLUMNS,
+                    chunk_row(m["run_id"], m["key"], [0], [m["timestamp"]], [m["value"]]),
+                    strict=True,
+                )
+            )
+            for m in mrows
+        ]
         with engine.begin() as conn:
             conn.execute(runs.insert(), rrows)
             conn.execute(run_params.insert(), prows)
-            conn.execute(metrics.insert(), mrows)
+            conn.execute(metric_chunks.insert(), crows)
             conn.execute(latest_metrics.insert(), mrows)
     engine.dispose()
     return {"experiment_id": exp.id, "runs": n_runs, "load_s": time.perf_counter() - t0}

@@ -1,7 +1,6 @@
-"""Metric points belong to a live run, on SQLite (a foreign key) and on PostgreSQL (migration 0007:
-a lock on the run per batch and a delete trigger instead of a per-row key check): deleting a
-run, an experiment or a project leaves no points behind, and a batch racing a delete of its run
-stores nothing.
+"""Metric points belong to a live run, on SQLite and PostgreSQL (a foreign key with a cascade on
+``metric_chunks``, and a lock on the run per batch): deleting a run, an experiment or a project
+leaves no points behind, and a batch racing a delete of its run stores nothing.
 """
 
 from __future__ import annotations
@@ -28,9 +27,9 @@ def _points(services, run_ids: list[str]) -> int:  # type: ignore[no-untyped-def
     with services.db.read() as conn:
         return int(
             conn.execute(
-                select(func.count())
-                .select_from(tables.metrics)
-                .where(tables.metrics.c.run_id.in_(run_ids))
+                select(func.coalesce(func.sum(tables.metric_chunks.c.points), 0)).where(
+                    tables.metric_chunks.c.run_id.in_(run_ids)
+                )
             ).scalar_one()
         )
 
@@ -90,7 +89,7 @@ def test_a_batch_racing_the_delete_of_its_run_stores_nothing(  # type: ignore[no
     assert _points(services, [rid]) == 0
 
 
-def test_postgres_metrics_have_no_per_row_key_check_but_a_delete_trigger(  # type: ignore[no-untyped-def]
+def test_postgres_chunks_have_a_cascading_key_and_0007s_trigger_is_gone(  # type: ignore[no-untyped-def]
     services, db_url
 ) -> None:
     if not db_url.startswith("postgresql"):
@@ -100,11 +99,11 @@ def test_postgres_metrics_have_no_per_row_key_check_but_a_delete_trigger(  # typ
     with services.db.read() as conn:
         fks = conn.execute(
             text(
-                "SELECT conname FROM pg_constraint "
-                "WHERE conrelid = 'metrics'::regclass AND contype = 'f'"
+                "SELECT confdeltype FROM pg_constraint "
+                "WHERE conrelid = 'metric_chunks'::regclass AND contype = 'f'"
             )
         ).all()
         trig = conn.execute(
             text("SELECT tgname FROM pg_trigger WHERE tgname = 'runs_delete_metrics'")
         ).all()
-    assert fks == [] and len(trig) == 1
+    assert [f[0] for f in fks] == ["c"] and trig == []

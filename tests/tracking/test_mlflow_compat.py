@@ -8,6 +8,7 @@ must then be what Shipyard's own SDK sees.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,6 +266,42 @@ def test_run_updates_tags_batches_delete_restore(ml: MlflowClient, shipyard: Cli
 
 
 # -- search -----------------------------------------------------------------------------------
+
+
+def test_metric_history_pages_across_the_stored_chunks(
+    ml: MlflowClient, server: ServerThread
+) -> None:
+    """Each ``log_batch`` is stored as one chunk per key: ``get-history``'s pages cut through
+    chunks, and steps that go back across batches still come in step order, NaN included."""
+    rid = ml.create_run("0", run_name="paged").info.run_id
+    logged = []
+    for b, steps in enumerate((range(10, 17), range(0, 7), range(5, 9))):
+        batch = [Metric("m", float(b * 100 + s), 1000 + b, s) for s in steps]
+        batch += [Metric("other", 1.0, 1, s) for s in steps]  # interleaved in the batch
+        batch[2] = Metric("m", float("nan"), 1000 + b, batch[2].step)
+        ml.log_batch(rid, metrics=batch)
+        logged += [m for m in batch if m.key == "m"]
+    want = sorted(logged, key=lambda m: (m.step, m.timestamp))  # stable: ties keep log order
+    url = f"{server.url}/api/2.0/mlflow/metrics/get-history"
+    got, token, pages = [], None, 0
+    while True:
+        params = {"run_id": rid, "metric_key": "m", "max_results": "4"}
+        body = httpx.get(url, params=params | ({"page_token": token} if token else {})).json()
+        got += body["metrics"]
+        pages += 1
+        token = body.get("next_page_token")
+        if not token:
+            break
+    assert pages == 5 and len(got) == len(logged) == 18
+    assert [(m["step"], m["timestamp"]) for m in got] == [(m.step, m.timestamp) for m in want]
+    nan = [m["value"] == "NaN" for m in got]  # MLflow's JSON spells NaN as a string
+    assert nan == [math.isnan(m.value) for m in want] and sum(nan) == 3
+    assert [m["value"] for m in got if m["value"] != "NaN"] == [
+        m.value for m in want if not math.isnan(m.value)
+    ]
+    assert [(m.step, m.timestamp) for m in ml.get_metric_history(rid, "m")] == [
+        (m.step, m.timestamp) for m in want
+    ]
 
 
 def test_search_runs_filters_order_and_pages(ml: MlflowClient) -> None:

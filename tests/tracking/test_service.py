@@ -25,7 +25,7 @@ from shipyard.tracking.schemas import (
     RunUpdate,
 )
 from shipyard.tracking.service import TrackingService
-from shipyard.tracking.tables import metrics as metrics_table
+from shipyard.tracking.tables import metric_chunks
 
 
 def _field(exc: pytest.ExceptionInfo[ShipyardError]) -> str:
@@ -197,7 +197,7 @@ def test_a_batch_id_is_applied_once(
     assert svc.log_batch(project, rid, metrics_=rows[:1], batch_id=long_b) is True
     with services.db.read() as conn:
         n = conn.execute(
-            select(func.count()).select_from(metrics_table).where(metrics_table.c.run_id == rid)
+            select(func.sum(metric_chunks.c.points)).where(metric_chunks.c.run_id == rid)
         ).scalar_one()
     assert n == 13
 
@@ -338,7 +338,7 @@ def test_purge_removes_every_row_of_a_run(
     assert svc.purge(project, run_ids=[rid]).runs_purged == 1
     with services.db.read() as conn:
         for table in (
-            tables.metrics,
+            tables.metric_chunks,
             tables.latest_metrics,
             tables.run_params,
             tables.run_tags,

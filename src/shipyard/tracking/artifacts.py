@@ -21,7 +21,7 @@ from shipyard.tracking.tables import (
     experiments,
     latest_metrics,
     metric_batches,
-    metrics,
+    metric_chunks,
     run_inputs,
     run_params,
     run_tags,
@@ -45,7 +45,7 @@ class ArtifactsMixin:
     if TYPE_CHECKING:
 
         def get_run(self, project: str, run_id: str) -> RunPublic: ...
-        def _run_check(self, conn: Any, pid: str, run_id: str, *, active: bool = True) -> Any: ...
+        def _run_check(self, conn: Any, pid: str, run_id: str, *, active: bool = True) -> None: ...
 
     # -- artifacts --------------------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class ArtifactsMixin:
                     ).scalars()
                 )
                 for table in (
-                    metrics,
+                    metric_chunks,
                     latest_metrics,
                     run_params,
                     run_tags,

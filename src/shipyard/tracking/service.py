@@ -12,13 +12,12 @@ import json
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from shipyard.core.artifacts import ArtifactStore
 from shipyard.core.db import Database, dialect_insert
@@ -27,8 +26,10 @@ from shipyard.core.ids import new_id
 from shipyard.core.paging import check_page_size, decode_page_token, next_token
 from shipyard.core.timeutil import dt_to_ms, ms_to_dt, now_ms
 from shipyard.projects.service import ProjectService
-from shipyard.tracking import search
+from shipyard.tracking import chunks, search
 from shipyard.tracking.artifacts import ArtifactsMixin
+from shipyard.tracking.chunks import MetricColumns
+from shipyard.tracking.chunks import check_key as _check_key
 from shipyard.tracking.experiments import ExperimentsMixin
 from shipyard.tracking.schemas import (
     DatasetInput,
@@ -46,8 +47,7 @@ from shipyard.tracking.schemas import (
 from shipyard.tracking.tables import (
     experiments,
     latest_metrics,
-    metric_batches,
-    metrics,
+    metric_chunks,
     run_inputs,
     run_params,
     run_tags,
@@ -55,7 +55,6 @@ from shipyard.tracking.tables import (
 )
 
 TERMINAL = {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED}
-MAX_KEY = 250
 MAX_PARAM = 6000
 MAX_TAG = 8000
 
@@ -105,157 +104,6 @@ _NOUNS = [
 ]  # noqa: E501
 
 
-_I64_MIN, _I64_END = -(2**63), 2**63
-_COPY_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: str) -> str:
-    """A string as one field of PostgreSQL's COPY text format."""
-    return value.translate(_COPY_SPECIAL)
-
-
-class MetricColumns:
-    """Metric points held column by column, checked once; what the service writes.
-
-    The columns are plain lists, so a batch of thousands of points is validated with a few
-    passes in C (``set``, ``all``, ``sum``, ``min``/``max``) and only a batch that fails the fast
-    checks (a null, an int, a bad value) is walked point by point to clean it or to name the
-    first offending field.
-    """
-
-    __slots__ = ("keys", "latest", "steps", "timestamps", "values")
-
-    def __init__(
-        self,
-        keys: list[Any],
-        values: list[Any],
-        steps: list[Any],
-        timestamps: list[Any],
-        field: Callable[[int, str], str],
-    ) -> None:
-        n = len(keys)
-        for name, col in (("value", values), ("step", steps), ("timestamp", timestamps)):
-            if len(col) != n:
-                raise InvalidArgument.for_field(
-                    field(min(n, len(col)), name),
-                    f"expected {n} {name}s, one per key; got {len(col)}",
-                )
-        self.keys: list[str] = _checked_keys(keys, field)
-        self.values: list[float | None] = _checked_values(values, field)
-        self.steps: list[int] = _checked_ints(steps, _I64_MIN, field, "step", "a 64-bit integer")
-        self.timestamps: list[int] = _checked_ints(
-            timestamps, 0, field, "timestamp", "epoch milliseconds"
-        )
-        self.latest: dict[str, int] = _latest_index(self.keys, self.steps, self.timestamps)
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[MetricRow]) -> MetricColumns:
-        """Columns from (key, value, step, timestamp) rows; errors name ``metrics[i].field``."""
-        rows = list(rows)
-        for i, r in enumerate(rows):
-            if not isinstance(r, tuple | list) or len(r) != 4:
-                raise InvalidArgument.for_field(
-                    f"metrics[{i}]", f"expected (key, value, step, timestamp), got {r!r}"
-                )
-        cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] or [[], [], [], []]
-        keys, values, steps, timestamps = cols
-        return cls(keys, values, steps, timestamps, field=lambda i, name: f"metrics[{i}].{name}")
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def _checked_keys(keys: list[Any], field: Callable[[int, str], str]) -> list[str]:
-    try:
-        distinct = set(keys)
-    except TypeError:  # an unhashable key: find it below
-        distinct = {None}
-    if any(not isinstance(k, str) or not k or len(k) > MAX_KEY for k in distinct):
-        for i, k in enumerate(keys):
-            _check_key(k, field(i, "key"))
-    return keys
-
-
-def _checked_values(values: list[Any], field: Callable[[int, str], str]) -> list[float | None]:
-    # All floats and a finite sum: no NaN, no infinity, nothing to convert (the common case).
-    if all(type(v) is float for v in values) and math.isfinite(sum(values)):
-        return values
-    out: list[float | None] = []
-    for i, raw in enumerate(values):
-        if raw is None:
-            out.append(None)
-            continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise InvalidArgument.for_field(
-                field(i, "value"), f"expected a number, got {raw!r}"
-            ) from None
-        if math.isnan(value):
-            out.append(None)
-        elif math.isinf(value):
-            # JSON has no infinity, so every surface would turn it into null (NaN): keep the
-            # largest finite float instead, on every backend alike.
-            out.append(math.copysign(sys.float_info.max, value))
-        else:
-            out.append(value)
-    return out
-
-
-def _checked_ints(
-    col: list[Any], low: int, field: Callable[[int, str], str], name: str, what: str
-) -> list[int]:
-    if all(type(x) is int for x in col) and (not col or (min(col) >= low and max(col) < _I64_END)):
-        return col
-    for i, x in enumerate(col):
-        if not isinstance(x, int) or isinstance(x, bool) or not low <= x < _I64_END:
-            raise InvalidArgument.for_field(field(i, name), f"expected {what}, got {x!r}")
-    return col
-
-
-def _latest_index(keys: list[str], steps: list[int], timestamps: list[int]) -> dict[str, int]:
-    """Per key, the index of its point with the highest (step, timestamp), the later one on a
-    tie: the value ``latest_metrics`` keeps."""
-    # Steps and timestamps that never go down (a training loop's) make it the last occurrence.
-    if steps == sorted(steps) and timestamps == sorted(timestamps):
-        return {k: i for i, k in enumerate(keys)}
-    latest: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        j = latest.get(k)
-        if j is None or (steps[i], timestamps[i]) >= (steps[j], timestamps[j]):
-            latest[k] = i
-    return latest
-
-
-def _copy_metrics(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert metric points (one dict per point) with PostgreSQL's COPY, inside the caller's
-    transaction: several times faster than a multi-row INSERT."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy("COPY metrics (run_id, key, step, timestamp, value) FROM STDIN") as copy:
-        for r in rows:
-            copy.write_row((r["run_id"], r["key"], r["step"], r["timestamp"], r["value"]))
-
-
-def _copy_metric_columns(conn: Connection, run_id: str, m: MetricColumns) -> None:
-    """``_copy_metrics`` for one run's checked columns, as one block of COPY text built in a
-    few list passes: about three times faster than psycopg's ``write_row`` per point."""
-    rid = _copy_text(run_id).replace("{", "{{").replace("}", "}}")
-    esc = {k: _copy_text(k) for k in m.latest}
-    vals = ["\\N" if v is None else repr(v) for v in m.values]
-    text = "".join(
-        map(
-            f"{rid}\t{{}}\t{{}}\t{{}}\t{{}}\n".format,
-            [esc[k] for k in m.keys],
-            m.steps,
-            m.timestamps,
-            vals,
-        )
-    )
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy("COPY metrics (run_id, key, step, timestamp, value) FROM STDIN") as copy:
-        copy.write(text)
-
-
 def _checked_params(params: Iterable[tuple[str, object]]) -> dict[str, str]:
     """Params by key, each checked; the same key twice must carry the same value."""
     prows: dict[str, str] = {}
@@ -266,14 +114,6 @@ def _checked_params(params: Iterable[tuple[str, object]]) -> dict[str, str]:
             raise InvalidArgument.for_field(f"params.{key}", "given twice with different values")
         prows[key] = v
     return prows
-
-
-def _check_key(key: object, field: str) -> str:
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
-        raise InvalidArgument.for_field(
-            field, f"expected a non-empty string of at most {MAX_KEY} characters, got {key!r}"
-        )
-    return key
 
 
 def _check_value(key: str, value: object, limit: int, field: str) -> str:
@@ -297,6 +137,20 @@ _INSERT_RUN = (
     "WHERE id = ? AND project_id = ? AND lifecycle = 'active'"
 )
 _PARENT_IN_PROJECT = " AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND project_id = ?)"
+# A batch id applied once per run (``_claim_batch``): inserts a row only the first time.
+_CLAIM_BATCH = (
+    "INSERT INTO metric_batches (batch_id, run_id, created_at) VALUES (?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+# The latest value per run and key: a point replaces the stored one when its (step, timestamp)
+# is at least as high. The same statement on SQLite and PostgreSQL, sent to the driver as is:
+# building it in SQLAlchemy for every batch cost about half a millisecond.
+_UPSERT_LATEST = (
+    "INSERT INTO latest_metrics (run_id, key, value, step, timestamp) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, "
+    "timestamp = excluded.timestamp WHERE excluded.step > latest_metrics.step OR "
+    "(excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp)"
+)
 
 
 @functools.cache
@@ -316,6 +170,18 @@ def _cursor(conn: Connection) -> Any:
     """A cursor of the driver, inside ``conn``'s transaction: for the few statements on hot
     paths, run without building a SQLAlchemy statement per call."""
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _insert_chunks(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``metric_chunks`` rows (``chunks.chunk_row``) with the driver's executemany,
+    inside the caller's transaction."""
+    if not rows:
+        return
+    cur = _cursor(conn)
+    try:
+        cur.executemany(_driver_sql(conn, chunks.INSERT_CHUNK), rows)
+    finally:
+        cur.close()
 
 
 @dataclass
@@ -443,26 +309,32 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
 
     def _run_check(
         self, conn: Connection, pid: str, run_id: str, *, active: bool = True, lock: bool = False
-    ) -> Any:
-        """The run's row, or NotFound; InvalidArgument for a deleted run when ``active``.
+    ) -> None:
+        """NotFound unless the run is in the project; InvalidArgument for a deleted run when
+        ``active``.
 
         ``lock`` takes the row ``FOR KEY SHARE`` (PostgreSQL; SQLite's write transaction already
-        excludes other writers): a delete of the run waits until this transaction ends. Metric
-        points rely on it, since their table has no foreign key on PostgreSQL (migration 0007).
+        excludes other writers): a delete of the run waits until this transaction ends, and a
+        batch that raced the delete gets NotFound here rather than a foreign-key violation at
+        its first insert.
         """
-        query = select(runs.c.id, runs.c.lifecycle, runs.c.status, runs.c.experiment_id).where(
-            runs.c.id == run_id, runs.c.project_id == pid
-        )
-        if lock:
-            query = query.with_for_update(read=True, key_share=True)
-        row = conn.execute(query).first()
+        # Driver SQL: every batch of metrics runs it, and building the statement in SQLAlchemy
+        # cost about half a millisecond a call.
+        sql = "SELECT lifecycle FROM runs WHERE id = ? AND project_id = ?"
+        if lock and conn.dialect.name == "postgresql":
+            sql += " FOR KEY SHARE"
+        cur = _cursor(conn)
+        try:
+            cur.execute(_driver_sql(conn, sql), (run_id, pid))
+            row = cur.fetchone()
+        finally:
+            cur.close()
         if row is None:
             raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
-        if active and row.lifecycle != "active":
+        if active and row[0] != "active":
             raise InvalidArgument.for_field(
                 "run_id", f"run {run_id!r} is deleted; restore it first"
             )
-        return row
 
     def get_run(self, project: str, run_id: str) -> RunPublic:
         pid = self.projects.project_id(project)
@@ -771,63 +643,30 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
     @staticmethod
     def _claim_batch(conn: Connection, run_id: str, batch_id: str) -> bool:
         """Record ``batch_id`` as applied to the run; False if it already was (a retry)."""
-        applied = conn.execute(
-            dialect_insert(conn, metric_batches)
-            .values(
-                # Hashed, not truncated, to fit the column: two long ids sharing a prefix must
-                # stay two batches.
-                batch_id=hashlib.sha256(f"{run_id}:{batch_id}".encode()).hexdigest(),
-                run_id=run_id,
-                created_at=now_ms(),
-            )
-            .on_conflict_do_nothing()
-            # Without it SQLAlchemy 2.1 reports -1 for an INSERT on psycopg, and every retried
-            # batch would be applied again on PostgreSQL.
-            .execution_options(preserve_rowcount=True)
-        ).rowcount
-        return bool(applied)
+        # Hashed, not truncated, to fit the column: two long ids sharing a prefix must stay two
+        # batches.
+        digest = hashlib.sha256(f"{run_id}:{batch_id}".encode()).hexdigest()
+        cur = _cursor(conn)
+        try:
+            cur.execute(_driver_sql(conn, _CLAIM_BATCH), (digest, run_id, now_ms()))
+            return bool(cur.rowcount == 1)
+        finally:
+            cur.close()
 
     @staticmethod
     def _write_metrics(conn: Connection, run_id: str, m: MetricColumns) -> None:
-        """The history (COPY on PostgreSQL, one executemany on SQLite), then one upsert of the
-        latest value per key, which keeps the stored point with the higher (step, timestamp)."""
-        if conn.dialect.name == "postgresql":
-            _copy_metric_columns(conn, run_id, m)
-        else:
-            # The driver's own executemany: no per-row statement building in SQLAlchemy.
-            conn.exec_driver_sql(
-                "INSERT INTO metrics (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)",
-                list(zip(repeat(run_id), m.keys, m.steps, m.timestamps, m.values, strict=False)),
+        """The history as one chunk per key of the batch, then one upsert of the latest value
+        per key, which keeps the stored point with the higher (step, timestamp)."""
+        _insert_chunks(conn, m.chunk_rows(run_id))
+        values, steps, timestamps = m.values, m.steps, m.timestamps
+        cur = _cursor(conn)
+        try:
+            cur.executemany(
+                _driver_sql(conn, _UPSERT_LATEST),
+                [(run_id, k, values[i], steps[i], timestamps[i]) for k, i in m.latest.items()],
             )
-        stmt = dialect_insert(conn, latest_metrics)
-        newer = or_(
-            stmt.excluded.step > latest_metrics.c.step,
-            and_(
-                stmt.excluded.step == latest_metrics.c.step,
-                stmt.excluded.timestamp >= latest_metrics.c.timestamp,
-            ),
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["run_id", "key"],
-                set_={
-                    "value": stmt.excluded.value,
-                    "step": stmt.excluded.step,
-                    "timestamp": stmt.excluded.timestamp,
-                },
-                where=newer,
-            ),
-            [
-                {
-                    "run_id": run_id,
-                    "key": k,
-                    "value": m.values[i],
-                    "step": m.steps[i],
-                    "timestamp": m.timestamps[i],
-                }
-                for k, i in m.latest.items()
-            ],
-        )
+        finally:
+            cur.close()
 
     def log_inputs(self, project: str, run_id: str, inputs: list[DatasetInput]) -> None:
         pid = self.projects.project_id(project)
@@ -862,7 +701,8 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         in-process trials, where a transaction per run would cost more than the trial."""
         pid = self.projects.project_id(project)
         now = now_ms()
-        run_rows, param_rows, tag_rows, metric_rows = [], [], [], []
+        run_rows, param_rows, tag_rows = [], [], []
+        chunk_rows: list[tuple[Any, ...]] = []
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         ids = []
         for i, rec in enumerate(records):
@@ -896,15 +736,25 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                 tag_rows.append(
                     {"run_id": rid, "key": k, "value": _check_value(k, v, MAX_TAG, "tags")}
                 )
+            history: dict[str, tuple[list[int], list[int], list[float | None]]] = {}
             for key, value, step, ts in rec.metrics:
                 _check_key(key, "metrics.key")
                 if value is not None and not math.isfinite(value):
                     value = None if math.isnan(value) else math.copysign(sys.float_info.max, value)
-                row = {"run_id": rid, "key": key, "step": step, "timestamp": ts, "value": value}
-                metric_rows.append(row)
+                h = history.setdefault(key, ([], [], []))
+                h[0].append(step)
+                h[1].append(ts)
+                h[2].append(value)
                 cur = latest.get((rid, key))
                 if cur is None or (step, ts) >= (cur["step"], cur["timestamp"]):
-                    latest[(rid, key)] = row
+                    latest[(rid, key)] = {
+                        "run_id": rid,
+                        "key": key,
+                        "step": step,
+                        "timestamp": ts,
+                        "value": value,
+                    }
+            chunk_rows += [chunks.chunk_row(rid, key, *h) for key, h in history.items()]
         if not ids:
             return ids
         with self.db.write() as conn:
@@ -923,11 +773,8 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
                 conn.execute(run_params.insert(), param_rows)
             if tag_rows:
                 conn.execute(run_tags.insert(), tag_rows)
-            if metric_rows:
-                if conn.dialect.name == "postgresql":
-                    _copy_metrics(conn, metric_rows)
-                else:
-                    conn.execute(metrics.insert(), metric_rows)
+            if chunk_rows:
+                _insert_chunks(conn, chunk_rows)
                 conn.execute(latest_metrics.insert(), list(latest.values()))
         return ids
 
@@ -935,17 +782,18 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         pid = self.projects.project_id(project)
         with self.db.read() as conn:
             self._run_check(conn, pid, run_id, active=False)
-            rows = conn.execute(
-                select(metrics.c.step, metrics.c.timestamp, metrics.c.value)
-                .where(metrics.c.run_id == run_id, metrics.c.key == key)
-                .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            stored = conn.execute(
+                select(
+                    metric_chunks.c.steps_i64,
+                    metric_chunks.c.timestamps_i64,
+                    metric_chunks.c.values_f64,
+                )
+                .where(metric_chunks.c.run_id == run_id, metric_chunks.c.key == key)
+                .order_by(metric_chunks.c.id)
             ).all()
+        steps, timestamps, values = chunks.merge(stored)  # type: ignore[arg-type]
         return MetricHistory(
-            run_id=run_id,
-            key=key,
-            steps=[r[0] for r in rows],
-            timestamps=[r[1] for r in rows],
-            values=[r[2] for r in rows],
+            run_id=run_id, key=key, steps=steps, timestamps=timestamps, values=values
         )
 
     # -- search and compare -----------------------------------------------------------------
@@ -1005,33 +853,29 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             )
             histories: dict[str, list[MetricHistory]] = {k: [] for k in keys}
             if keys:
-                rows = conn.execute(
+                stored = conn.execute(
                     select(
-                        metrics.c.run_id,
-                        metrics.c.key,
-                        metrics.c.step,
-                        metrics.c.timestamp,
-                        metrics.c.value,
+                        metric_chunks.c.run_id,
+                        metric_chunks.c.key,
+                        metric_chunks.c.steps_i64,
+                        metric_chunks.c.timestamps_i64,
+                        metric_chunks.c.values_f64,
                     )
-                    .where(metrics.c.run_id.in_([r.id for r in found]), metrics.c.key.in_(keys))
-                    .order_by(
-                        metrics.c.run_id,
-                        metrics.c.key,
-                        metrics.c.step,
-                        metrics.c.timestamp,
-                        metrics.c.id,
+                    .where(
+                        metric_chunks.c.run_id.in_([r.id for r in found]),
+                        metric_chunks.c.key.in_(keys),
                     )
+                    .order_by(metric_chunks.c.run_id, metric_chunks.c.key, metric_chunks.c.id)
                 ).all()
+                grouped: dict[tuple[str, str], list[tuple[bytes, bytes, bytes]]] = {}
+                for rid, key, s, t, v in stored:
+                    grouped.setdefault((rid, key), []).append((s, t, v))
                 by: dict[tuple[str, str], MetricHistory] = {}
-                for rid, key, step, ts, value in rows:
-                    h = by.get((rid, key))
-                    if h is None:
-                        h = by[(rid, key)] = MetricHistory(
-                            run_id=rid, key=key, steps=[], timestamps=[], values=[]
-                        )
-                    h.steps.append(step)
-                    h.timestamps.append(ts)
-                    h.values.append(value)
+                for (rid, key), parts in grouped.items():
+                    steps, timestamps, values = chunks.merge(parts)
+                    by[(rid, key)] = MetricHistory(
+                        run_id=rid, key=key, steps=steps, timestamps=timestamps, values=values
+                    )
                 for r in found:
                     for k in keys:
                         if (r.id, k) in by:

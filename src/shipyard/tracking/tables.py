@@ -1,7 +1,8 @@
 """Tables of the tracking domain. Only ``tracking.service`` (and ``tracking.search``) query them.
 
-Times are integer milliseconds since the epoch, UTC. A metric value of NaN is stored as NULL:
-SQLite turns NaN into NULL anyway, so the store says so explicitly on every backend.
+Times are integer milliseconds since the epoch, UTC. A metric value of NaN is stored as NULL in
+``latest_metrics`` (SQLite turns NaN into NULL anyway, so the store says so on every backend) and
+read back as None from ``metric_chunks``.
 """
 
 from sqlalchemy import (
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -91,22 +93,33 @@ run_tags = Table(
     Column("value", Text, nullable=False),
 )
 
-# The whole history: one row per logged point. On PostgreSQL the foreign key on run_id is
-# replaced by a lock on the run per batch and a delete trigger on runs (migration 0007): its
-# per-row check cost as much as the rest of a COPY.
-metrics = Table(
-    "metrics",
+# The whole history, in chunks: one row per (run, key, write batch) with that batch's points as
+# packed arrays (little-endian int64 steps and timestamps, float64 values with NaN for None; see
+# ``tracking.chunks``) and their lowest and highest step, for reads of a range of steps. A batch
+# of 10,000 points of 10 keys is 10 rows, not 10,000: a row per point capped writes at the rate
+# PostgreSQL's COPY inserts rows (about 100,000 a second). Migration 0008 made it from the
+# former one-row-per-point ``metrics`` table; ``id`` keeps the order the chunks were written in.
+metric_chunks = Table(
+    "metric_chunks",
     metadata,
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
     Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(250), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp", BigInteger, nullable=False),
-    Column("value", Float, nullable=True),
+    Column("min_step", BigInteger, nullable=False),
+    Column("max_step", BigInteger, nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("steps_i64", LargeBinary, nullable=False),
+    Column("timestamps_i64", LargeBinary, nullable=False),
+    Column("values_f64", LargeBinary, nullable=False),
 )
-Index("ix_metrics_run_key_step", metrics.c.run_id, metrics.c.key, metrics.c.step)
+Index(
+    "ix_metric_chunks_run_key_step",
+    metric_chunks.c.run_id,
+    metric_chunks.c.key,
+    metric_chunks.c.min_step,
+)
 
 # The value at the highest step (then latest timestamp) per run and key, for fast search.
 latest_metrics = Table(
