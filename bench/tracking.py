@@ -150,6 +150,8 @@ def mlflow_worker(*args: str, env: dict[str, str] | None = None) -> Any:
 CREATE_RUNS_REPS = 5
 # Set by --runs-only: each tool's server is started, run creation measured, and nothing else.
 RUNS_ONLY = False
+# Set by --batched-only: each tool's server is started, batched logging measured, nothing else.
+BATCHED_ONLY = False
 
 
 def capped(peer: str, counts: dict[str, int], what: str) -> int:
@@ -183,6 +185,8 @@ def bench_shipyard(
         out["idle"] = idle_footprint(server)
         out["keepalive"] = keepalive_probe(server, "/healthz")
         log(f"shipyard: up in {out['start_s']:.2f}s, {out['idle']}")
+        if BATCHED_ONLY:
+            return out | shipyard_log_batch(server.url, counts["log_batch"])
         # Shipyard's runs take a second or two where MLflow's take half a minute: one spike of
         # the machine's load would decide a single short measurement, so it is repeated and
         # the median kept.
@@ -197,15 +201,7 @@ def bench_shipyard(
             return out
         out["log_metric"] = shipyard_side.log_metric(server.url, counts["log_metric"])
         log(f"shipyard: log_metric {out['log_metric']}")
-        n = counts["log_batch"]
-        modes = [
-            shipyard_side.log_batch(server.url, n, 1000),
-            shipyard_side.log_batch(server.url, n, 10_000),
-            shipyard_side.log_metrics_buffered(server.url, n),
-        ]
-        out["log_batch_modes"] = modes
-        out["log_batch"] = max(modes, key=lambda m: m["metrics_per_s"])
-        log(f"shipyard: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+        out |= shipyard_log_batch(server.url, counts["log_batch"])
         out["log_metric_local"] = shipyard_side.log_metric_local(
             db_url, str(work / "home"), counts["log_metric"]
         )
@@ -219,6 +215,16 @@ def bench_shipyard(
         out["busy"] = {"rss_mb": server.footprint()[0] / 2**20}
         log(f"shipyard: search median {median(out['search']['times_s']) * 1000:.1f} ms")
     return out
+
+
+def shipyard_log_batch(url: str, n: int) -> dict[str, Any]:
+    modes = [
+        shipyard_side.log_batch(url, n, 1000),
+        shipyard_side.log_batch(url, n, 10_000),
+        shipyard_side.log_metrics_buffered(url, n),
+    ]
+    log(f"shipyard: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+    return {"log_batch_modes": modes, "log_batch": max(modes, key=lambda m: m["metrics_per_s"])}
 
 
 def bench_mlflow(
@@ -249,7 +255,7 @@ def bench_mlflow(
         )
 
     # As a user starts it: the default number of workers.
-    if not RUNS_ONLY:
+    if not (RUNS_ONLY or BATCHED_ONLY):
         with server([], "default") as s:
             out["default"] = {"start_s": s.start()}
             out["default"]["idle"] = idle_footprint(s)
@@ -262,6 +268,8 @@ def bench_mlflow(
         out["idle"] = idle_footprint(s)
         out["keepalive"] = keepalive_probe(s, "/health")
         log(f"mlflow {workers} worker(s): up in {out['start_s']:.1f}s, {out['keepalive']}")
+        if BATCHED_ONLY:
+            return out | mlflow_log_batch(s.url, counts["log_batch"])
         out["create_runs"] = mlflow_worker(
             "create-runs", "--uri", s.url, "--n", str(counts["create_runs"])
         )
@@ -272,14 +280,7 @@ def bench_mlflow(
             "log-metric", "--uri", s.url, "--n", str(counts["log_metric"])
         )
         log(f"mlflow: log_metric {out['log_metric']}")
-        n = str(counts["log_batch"])
-        modes = [
-            mlflow_worker("log-batch", "--uri", s.url, "--n", n, "--mode", "sync"),
-            mlflow_worker("log-batch", "--uri", s.url, "--n", n, "--mode", "async"),
-        ]
-        out["log_batch_modes"] = modes
-        out["log_batch"] = max(modes, key=lambda m: m["metrics_per_s"])
-        log(f"mlflow: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+        out |= mlflow_log_batch(s.url, counts["log_batch"])
         out["log_metric_local"] = mlflow_worker(
             "log-metric", "--uri", db_url, "--n", str(counts["log_metric"])
         )
@@ -315,6 +316,15 @@ def bench_mlflow(
     return out
 
 
+def mlflow_log_batch(url: str, n: int) -> dict[str, Any]:
+    modes = [
+        mlflow_worker("log-batch", "--uri", url, "--n", str(n), "--mode", mode)
+        for mode in ("sync", "async")
+    ]
+    log(f"mlflow: log_batch {[round(m['metrics_per_s']) for m in modes]}")
+    return {"log_batch_modes": modes, "log_batch": max(modes, key=lambda m: m["metrics_per_s"])}
+
+
 def _write_url(log_path: Path, timeout_s: float = 60.0) -> str:
     """The write URL Trackio's server prints once it is up."""
     deadline = time.monotonic() + timeout_s
@@ -325,6 +335,16 @@ def _write_url(log_path: Path, timeout_s: float = 60.0) -> str:
                     return line.split(" ", 1)[1].strip()
         time.sleep(0.1)
     raise RuntimeError(f"Trackio's server printed no write URL; see {log_path}")
+
+
+def _workloads() -> list[tuple[str, str]]:
+    """A peer's workloads through its server: (result key, worker command)."""
+    every = [
+        ("create_runs", "create-runs"),
+        ("log_metric", "log-metric"),
+        ("log_batch", "log-batch"),
+    ]
+    return every[:1] if RUNS_ONLY else every[2:] if BATCHED_ONLY else every
 
 
 def bench_trackio(work: Path, counts: dict[str, int]) -> dict[str, Any]:
@@ -354,16 +374,12 @@ def bench_trackio(work: Path, counts: dict[str, int]) -> dict[str, Any]:
         out["keepalive"] = keepalive_probe(s, "/version")
         log(f"trackio: up in {out['start_s']:.2f}s, {out['idle']}")
         remote = ("--url", url, "--store", str(store))
-        for what, cmd in (
-            ("create_runs", "create-runs"),
-            ("log_metric", "log-metric"),
-            ("log_batch", "log-batch"),
-        )[: 1 if RUNS_ONLY else 3]:
+        for what, cmd in _workloads():
             n = out["counts"][what] = capped("trackio", counts, what)
             out[what] = run(cmd, n, *remote)
             log(f"trackio: {what} {out[what]}")
         out["busy"] = {"rss_mb": s.footprint()[0] / 2**20}
-    if RUNS_ONLY:
+    if RUNS_ONLY or BATCHED_ONLY:
         return out
     out["log_metric_local"] = run("log-metric", counts["log_metric"], "--store", str(local))
     log(f"trackio: log_metric in-process {out['log_metric_local']['points_per_s']:.0f}/s")
@@ -391,16 +407,12 @@ def bench_aim(work: Path, counts: dict[str, int]) -> dict[str, Any]:
         out["idle"] = idle_footprint(s)
         out["keepalive"] = keepalive_probe(s, "/status")
         log(f"aim: up in {out['start_s']:.2f}s, {out['idle']}")
-        for what, cmd in (
-            ("create_runs", "create-runs"),
-            ("log_metric", "log-metric"),
-            ("log_batch", "log-batch"),
-        )[: 1 if RUNS_ONLY else 3]:
+        for what, cmd in _workloads():
             n = out["counts"][what] = capped("aim", counts, what)
             out[what] = run(cmd, n, f"aim://127.0.0.1:{port}")
             log(f"aim: {what} {out[what]}")
         out["busy"] = {"rss_mb": s.footprint()[0] / 2**20}
-    if RUNS_ONLY:
+    if RUNS_ONLY or BATCHED_ONLY:
         return out
     out["log_metric_local"] = run("log-metric", capped("aim", counts, "log_metric"), str(local))
     log(f"aim: log_metric in-process {out['log_metric_local']['points_per_s']:.0f}/s")
@@ -467,6 +479,38 @@ def rows_for(
         trackio = r.peers.get("Trackio")
         return r.shipyard is not None and (not trackio or r.shipyard >= 3 * trackio)
 
+    def batched_row() -> Row:
+        mb, sb = ml["log_batch"], sy["log_batch"]
+        r = Row(
+            "batched logging via server",
+            mb["metrics_per_s"],
+            sb["metrics_per_s"],
+            "metrics/s",
+            "higher",
+            "≥10x MLflow, ≥3x Trackio",
+            peers=others("log_batch", "metrics_per_s"),
+        )
+        r.met = r.ratio is not None and r.ratio >= 10 and three_x_trackio(r)
+        r.note = (
+            f"best of each: MLflow log_batch {mb['mode']} x{mb['batch_size']}; Trackio and Aim "
+            f"a dict of 10 per call; Shipyard {sb['mode']}"
+            f"{' x' + str(sb['batch_size']) if 'batch_size' in sb else ''}; all modes: "
+            + ", ".join(
+                f"MLflow {m['mode']} {m['metrics_per_s']:,.0f}/s" for m in ml["log_batch_modes"]
+            )
+            + "; "
+            + ", ".join(
+                f"Shipyard {m['mode']}{' x' + str(m['batch_size']) if 'batch_size' in m else ''} "
+                f"{m['metrics_per_s']:,.0f}/s"
+                for m in sy["log_batch_modes"]
+            )
+            + calls("log_batch")
+        )
+        return r
+
+    if BATCHED_ONLY:
+        return [batched_row()]
+
     creation = Row(
         "run created and ended via server",
         ml["create_runs"]["runs_per_s"],
@@ -522,33 +566,7 @@ def rows_for(
     )
     rows.append(r)
 
-    mb, sb = ml["log_batch"], sy["log_batch"]
-    r = Row(
-        "batched logging via server",
-        mb["metrics_per_s"],
-        sb["metrics_per_s"],
-        "metrics/s",
-        "higher",
-        "≥10x MLflow, ≥3x Trackio",
-        peers=others("log_batch", "metrics_per_s"),
-    )
-    r.met = r.ratio is not None and r.ratio >= 10 and three_x_trackio(r)
-    r.note = (
-        f"best of each: MLflow log_batch {mb['mode']} x{mb['batch_size']}; Trackio and Aim a dict "
-        f"of 10 per call; Shipyard {sb['mode']}"
-        f"{' x' + str(sb['batch_size']) if 'batch_size' in sb else ''}; all modes: "
-        + ", ".join(
-            f"MLflow {m['mode']} {m['metrics_per_s']:,.0f}/s" for m in ml["log_batch_modes"]
-        )
-        + "; "
-        + ", ".join(
-            f"Shipyard {m['mode']}{' x' + str(m['batch_size']) if 'batch_size' in m else ''} "
-            f"{m['metrics_per_s']:,.0f}/s"
-            for m in sy["log_batch_modes"]
-        )
-        + calls("log_batch")
-    )
-    rows.append(r)
+    rows.append(batched_row())
 
     ms, ss = ml["search"]["times_s"], sy["search"]["times_s"]
     n_runs = f"{counts['search_runs']:,}"
@@ -679,6 +697,11 @@ def main() -> None:
         help="measure run creation alone (the servers start, nothing else runs)",
     )
     ap.add_argument(
+        "--batched-only",
+        action="store_true",
+        help="measure batched logging alone (the servers start, nothing else runs)",
+    )
+    ap.add_argument(
         "--create-runs", type=int, default=None, help="runs each tool creates (before peer caps)"
     )
     ap.add_argument("--reps", type=int, default=None, help="search repetitions (default 25)")
@@ -698,8 +721,8 @@ def main() -> None:
     counts = dict(QUICK if args.quick else FULL)
     if args.create_runs:
         counts["create_runs"] = args.create_runs
-    global RUNS_ONLY
-    RUNS_ONLY = args.runs_only
+    global RUNS_ONLY, BATCHED_ONLY
+    RUNS_ONLY, BATCHED_ONLY = args.runs_only, args.batched_only
     reps = args.reps or 25
     extra = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p]
     unknown = set(extra) - {"trackio", "aim"}
