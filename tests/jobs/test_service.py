@@ -387,3 +387,18 @@ def test_a_job_that_ends_here_is_settled_and_seen_at_once(jobs, services, projec
     assert "epoch=1 loss=0.0500 acc=0.60" in lines
     assert lines[-1] == "shipyard: attempt 1 completed"
     assert services.tracking.get_run(project, done.run_id).status.value == "FINISHED"
+
+
+def test_a_purged_jobs_experiment_is_made_again_at_the_next_submit(queue, services, project):
+    """The service remembers the experiment a job's run goes in; one deleted and purged since
+    is looked up (and made) again, not refused."""
+    first = queue.submit(project, spec(function=f"{FIX}:train", experiment="nightly"))
+    tracking = services.tracking
+    exp = tracking.get_experiment_by_name(project, "nightly")
+    assert exp.id == first.experiment_id
+    tracking.delete_experiment(project, exp.id)
+    tracking.purge(project, experiment_ids=[exp.id])
+    second = queue.submit(project, spec(function=f"{FIX}:train", experiment="nightly"))
+    again = tracking.get_experiment_by_name(project, "nightly")
+    assert again.id != exp.id and second.experiment_id == again.id
+    assert tracking.get_run(project, second.run_id).experiment_id == again.id

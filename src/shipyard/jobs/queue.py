@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shipyard.core.errors import NotFound
@@ -66,6 +66,24 @@ class Heartbeat:
     stop_reason: str | None
 
 
+# The queued jobs a worker with ``free`` of its ``total`` slots could take: those that fit, and
+# those larger than the whole executor (claimed to be failed with the reason: left queued, they
+# would wait forever). Built once: a worker asks several times per job it runs.
+_FITS = (jobs.c.slots <= bindparam("free")) | (jobs.c.slots > bindparam("total"))
+_ANY_FITTING = select(jobs.c.id).where(jobs.c.status == Q, _FITS).limit(1)
+_OLDEST_FITTING = (
+    select(jobs)
+    .where(jobs.c.status == Q, _FITS)
+    .order_by(jobs.c.created_at, jobs.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
+def _fit_params(free_slots: int, total_slots: int | None) -> dict[str, int]:
+    return {"free": free_slots, "total": total_slots if total_slots is not None else 2**31 - 1}
+
+
 class QueueMixin:
     db: Database
     projects: ProjectService
@@ -105,24 +123,11 @@ class QueueMixin:
                 del self._ended[next(iter(self._ended))]
             self._ended_cv.notify_all()
 
-    @staticmethod
-    def _fits(free_slots: int, total_slots: int | None) -> Any:
-        # A job larger than the whole executor is claimed too, to be failed with the reason:
-        # left queued, it would wait forever.
-        if total_slots is None:
-            return jobs.c.slots <= free_slots
-        return (jobs.c.slots <= free_slots) | (jobs.c.slots > total_slots)
-
     def has_queued(self, free_slots: int, total_slots: int | None = None) -> bool:
         """A cheap read before the write that claims: is there a job this worker could take?"""
         with self.db.read() as conn:
             return (
-                conn.execute(
-                    select(jobs.c.id)
-                    .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
-                    .limit(1)
-                ).first()
-                is not None
+                conn.execute(_ANY_FITTING, _fit_params(free_slots, total_slots)).first() is not None
             )
 
     def claim(
@@ -141,13 +146,7 @@ class QueueMixin:
         now = now_ms()
         lease = lease_ms if lease_ms is not None else self.lease_ms
         with self.db.write() as conn:
-            row = conn.execute(
-                select(jobs)
-                .where(jobs.c.status == Q, self._fits(free_slots, total_slots))
-                .order_by(jobs.c.created_at, jobs.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            row = conn.execute(_OLDEST_FITTING, _fit_params(free_slots, total_slots)).first()
             if row is None:
                 return None
             conn.execute(

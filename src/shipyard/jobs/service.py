@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -53,6 +54,18 @@ log = logging.getLogger("shipyard.jobs")
 
 __all__ = ["LOST_WORKER", "ClaimedJob", "Heartbeat", "JobService"]
 
+# The columns of a job's row that a new job does not set.
+_UNSET = {
+    "failure_reason": None,
+    "report": None,
+    "model_artifact_path": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "attempt_started_at": None,
+    "started_at": None,
+    "ended_at": None,
+}
+
 
 class JobService(QueueMixin):
     def __init__(
@@ -72,6 +85,8 @@ class JobService(QueueMixin):
         self._ended = {}
         self._ended_cv = threading.Condition()
         self._held_here = set()
+        # Experiment ids by (project, name): every job's run goes into one.
+        self._experiments: dict[tuple[str, str], str] = {}
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -91,10 +106,8 @@ class JobService(QueueMixin):
         tuning job's trial rows): called only when this call makes the job, not when an earlier
         one with the same key is returned."""
         pid = self.projects.project_id(project)
-        if body.idempotency_key:
-            found = self._by_key(pid, body.idempotency_key)
-            if found is not None:
-                return self.get(project, found)
+        # A key used before is found by the insert below (the key is unique per project): no
+        # read first, which every new job would pay.
         if body.algorithm:
             # A built-in algorithm's hyperparameters are known: refuse a bad one now, naming
             # it, rather than after the job waited in the queue.
@@ -103,53 +116,90 @@ class JobService(QueueMixin):
             validate_hyperparameters(body.algorithm, body.hyperparameters)
         job_id = new_id()
         name = body.name or f"{body.display_name()}-{job_id[-6:]}"
-        exp_id = self._experiment(project, body.experiment)
         tags = {**body.tags, "shipyard.job_id": job_id, "shipyard.job_name": name}
         if body.tuning_job_id:
             tags["shipyard.tuning_job_id"] = body.tuning_job_id
         params = [(k, _param(v)) for k, v in body.hyperparameters.items()]
-        run_body = validate(RunCreate, experiment_id=exp_id, name=name[:256], tags=tags)
-        try:
-            # The run, its params and the job: one commit (a job is never seen without its run).
-            with self.db.write() as conn:
-                now = now_ms()
-                run = self.tracking.create_run_in(
-                    conn, pid, project, run_body, created_by=created_by, params=params
+        for fresh in (False, True):
+            exp_id = self._experiment(project, body.experiment, fresh=fresh)
+            run_body = validate(RunCreate, experiment_id=exp_id, name=name[:256], tags=tags)
+            try:
+                values = self._insert(
+                    pid, project, job_id, name, body, run_body, params, created_by, also
                 )
-                conn.execute(
-                    jobs.insert().values(
-                        id=job_id,
-                        project_id=pid,
-                        name=name,
-                        status=Q,
-                        spec=body.model_dump_json(),
-                        slots=body.resources.cpus * body.instance_count,
-                        run_id=run.id,
-                        experiment_id=exp_id,
-                        attempt=0,
-                        max_attempts=body.retries + 1,
-                        stop_requested=False,
-                        idempotency_key=body.idempotency_key,
-                        tuning_job_id=body.tuning_job_id,
-                        runtime_ms=0,
-                        created_by=created_by,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                if also is not None:
-                    also(conn, job_id, run.id)
-        except IntegrityError:
-            # The same key, submitted twice at once: the other one won (this run was not kept).
-            found = self._by_key(pid, body.idempotency_key) if body.idempotency_key else None
-            if found is None:
-                raise
-            return self.get(project, found)
+                break
+            except IntegrityError:
+                # The key was used before (or is being, at this moment): that job, whose run
+                # and rows stand (this call's were not kept).
+                found = self._by_key(pid, body.idempotency_key) if body.idempotency_key else None
+                if found is None:
+                    raise
+                return self.get(project, found)
+            except NotFound as exc:
+                # The remembered experiment id is gone (purged): look it up again, once.
+                if fresh or (exc.details or {}).get("field") != "experiment_id":
+                    raise
+                self._experiments.pop((project, body.experiment), None)
         if self.on_submit is not None:
             self.on_submit()
-        return self.get(project, job_id)
+        # As written (a worker may have claimed it since: ``get`` says so).
+        return self._public(project, SimpleNamespace(**values, **_UNSET))
 
-    def _experiment(self, project: str, name: str) -> str:
+    def _insert(
+        self,
+        pid: str,
+        project: str,
+        job_id: str,
+        name: str,
+        body: JobCreate,
+        run_body: RunCreate,
+        params: list[tuple[str, str]],
+        created_by: str | None,
+        also: Callable[[Connection, str, str], object] | None,
+    ) -> dict[str, Any]:
+        """The run, its params and the job: one commit (a job is never seen without its run).
+        Returns the job's row as written."""
+        with self.db.write() as conn:
+            now = now_ms()
+            run = self.tracking.create_run_in(
+                conn, pid, project, run_body, created_by=created_by, params=params
+            )
+            values: dict[str, Any] = {
+                "id": job_id,
+                "project_id": pid,
+                "name": name,
+                "status": Q,
+                "spec": body.model_dump_json(),
+                "slots": body.resources.cpus * body.instance_count,
+                "run_id": run.id,
+                "experiment_id": run_body.experiment_id,
+                "attempt": 0,
+                "max_attempts": body.retries + 1,
+                "stop_requested": False,
+                "idempotency_key": body.idempotency_key,
+                "tuning_job_id": body.tuning_job_id,
+                "runtime_ms": 0,
+                "created_by": created_by,
+                "created_at": now,
+                "updated_at": now,
+            }
+            conn.execute(jobs.insert().values(**values))
+            if also is not None:
+                also(conn, job_id, run.id)
+        return values
+
+    def _experiment(self, project: str, name: str, fresh: bool = False) -> str:
+        """The id of the project's experiment ``name`` (made if missing), remembered."""
+        key = (project, name)
+        if not fresh and key in self._experiments:
+            return self._experiments[key]
+        exp_id = self._experiment_id(project, name)
+        if len(self._experiments) > 1000:
+            self._experiments.clear()
+        self._experiments[key] = exp_id
+        return exp_id
+
+    def _experiment_id(self, project: str, name: str) -> str:
         try:
             return self.tracking.get_experiment_by_name(project, name).id
         except NotFound:
