@@ -106,3 +106,61 @@ def test_a_server_with_a_frame_model_keeps_pandas(
     r = rt.invoke({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[70, 1, 2]]}})
     assert r.status_code == 200, r.text
     assert _has_pandas(rt.proc.pid)
+
+
+_ENGINE_IMPORTS = """
+import json, sys
+from shipyard.serving.runtime.endpoint import EndpointRuntime
+from shipyard.serving.runtime.config import load_config
+from shipyard.serving.runtime.workers import _new_engine
+
+rt = EndpointRuntime(load_config(sys.argv[1]))
+engine = _new_engine(rt.pool.s.preload)  # what a model thread does first
+engine.load("blue#1", sys.argv[2], "fraud", "1", False)
+tops = {m.partition(".")[0] for m in sys.modules}
+print(json.dumps({"preload": rt.pool.s.preload, "tops": sorted(tops)}))
+"""
+
+
+@pytest.mark.parametrize("trust_code", [False, True])
+def test_a_model_server_keeps_out_what_only_training_uses(
+    trust_code: bool, model_dirs: ModelDirs, tmp_path: Path
+) -> None:
+    """scikit-learn imports Rich (its training progress bars) and NumPy's f2py imports
+    charset_normalizer whenever they are installed; a server that runs no model code keeps them
+    out, and a forest written as model.npz loads without skops."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "endpoint": "e",
+                "trust_code": trust_code,
+                "variants": [variant("blue", model_dirs.rf)],
+            }
+        )
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", _ENGINE_IMPORTS, str(cfg), str(model_dirs.rf)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert "sklearn" in out["tops"] and "skops" not in out["tops"]
+    assert "shipyard.serving.runtime.lean_skops" not in out["preload"]  # nor does a fork server
+    guarded = "shipyard.serving.runtime.no_extras" in out["preload"]
+    assert guarded is not trust_code
+    if not trust_code:
+        assert not {"rich", "charset_normalizer"} & set(out["tops"])
+
+
+def test_the_front_process_names_model_npz_as_the_model_format_does() -> None:
+    from shipyard.models.flavors import SKLEARN_STATE_FILE
+    from shipyard.serving.runtime import meta
+
+    assert meta.SKLEARN_STATE_FILE == SKLEARN_STATE_FILE

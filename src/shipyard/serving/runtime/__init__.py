@@ -19,8 +19,9 @@ lane, and hands batches to model workers; the workers decode, validate, predict 
     config.py      the config file and its checks
     wire.py        content types and the error body (shared, no numpy)
     lean_skops.py  skops imported without its list of every estimator (the allow-list decides)
-    imports.py     pandas kept out where every model takes its float matrix; PyArrow kept
-                   out where no model's code runs (no_pandas.py, no_pyarrow.py apply them)
+    imports.py     pandas kept out where every model takes its float matrix; PyArrow, Rich
+                   and charset_normalizer kept out where no model's code runs (no_pandas.py,
+                   no_pyarrow.py and no_extras.py apply them)
 
 Worker mode. With ``max_workers`` 1 (``worker_mode: "auto"``) the model runs in one thread of
 the server process; with more, in worker processes forked from a fork server that preloaded

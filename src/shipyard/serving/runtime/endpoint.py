@@ -79,11 +79,14 @@ class EndpointRuntime:
             flavors |= _flavors_under(cfg.multi_model.models_dir)
         # No pandas at all when every model takes its float matrix (models known up front).
         lean = cfg.multi_model is None and all(m is not None and m.array_input for m in metas)
-        preload = preload_modules(flavors, pandas=not lean)
+        skops = cfg.multi_model is not None or any(m is None or m.needs_skops for m in metas)
+        preload = preload_modules(flavors, pandas=not lean, skops=skops)
         if lean:
             preload.insert(0, "shipyard.serving.runtime.no_pandas")
         elif not cfg.trust_code:
             preload.insert(0, "shipyard.serving.runtime.no_pyarrow")
+        if not cfg.trust_code:  # no model code runs here: keep out what only training uses
+            preload.insert(0, "shipyard.serving.runtime.no_extras")
         self.pool = Pool(pool_settings(cfg, self.mode, preload), log)
         self.routing = Routing(cfg.endpoint, [], None)
         self.multi: MultiModels | None = None

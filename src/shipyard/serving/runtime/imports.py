@@ -1,4 +1,5 @@
-"""What a model server keeps out of its imports: PyArrow under pandas, or pandas altogether.
+"""What a model server keeps out of its imports: PyArrow under pandas, or pandas altogether;
+and two packages that scikit-learn and NumPy import only because they are installed.
 
 scikit-learn, LightGBM and XGBoost import pandas whenever it is installed, and pandas imports
 PyArrow whenever that is installed, to back its string columns. A model server needs neither
@@ -9,8 +10,17 @@ neither, which is what a bare uvicorn app holding the model holds in an environm
 pandas. PyArrow is kept out only where no model's own code runs (``trust_code`` off): a
 ``python_function`` model may use pandas' Arrow types.
 
-The guard modules ``no_pandas`` and ``no_pyarrow`` apply these on import, so that a fork
-server can preload them ahead of everything else. A request or a model that needs frames can
+Rich and charset_normalizer: scikit-learn imports ``rich.progress`` when Rich is installed (its
+training progress bars, ``sklearn.callback``), and SciPy's array API layer imports
+``numpy.f2py``, which imports charset_normalizer when installed (to read Fortran sources). Both
+imports sit in a ``try``/``except ImportError``; a model server never trains nor reads Fortran.
+Shipyard installs both (Rich for its command line, charset_normalizer with requests), a bare
+environment with scikit-learn has neither: measured in scikit-learn's import, about 0.1 CPU s
+(Rich's console, tables and progress modules, 60 of them). Kept out only where no model's own
+code runs (``trust_code`` off), as PyArrow is.
+
+The guard modules ``no_pandas``, ``no_pyarrow`` and ``no_extras`` apply these on import, so that
+a fork server can preload them ahead of everything else. A request or a model that needs frames can
 still arrive in a server without pandas (a body only the full parser reads, an endpoint
 reloaded with a pipeline): ``allow_pandas`` lets it in from then on. scikit-learn looks pandas
 up in ``sys.modules`` when it meets a frame, so it works with frames from then on.
@@ -32,6 +42,25 @@ class _NoPandas(MetaPathFinder):
         if name == "pandas" or name.startswith("pandas."):
             raise ModuleNotFoundError(f"No module named {name!r} (kept out of this model server)")
         return None
+
+
+# Top-level packages a model server that runs no model code keeps out (see above).
+EXTRAS = ("rich", "charset_normalizer")
+
+
+class _NoExtras(MetaPathFinder):
+    """Answers every import of ``EXTRAS`` with ModuleNotFoundError (what their importers expect
+    when they are not installed)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.partition(".")[0] in EXTRAS:
+            raise ModuleNotFoundError(f"No module named {name!r} (kept out of this model server)")
+        return None
+
+
+def block_extras() -> None:
+    if not any(isinstance(f, _NoExtras) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoExtras())
 
 
 def block_pandas() -> None:

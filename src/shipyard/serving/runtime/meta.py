@@ -14,6 +14,8 @@ from typing import Any
 from shipyard.core.errors import InvalidArgument, NotFound
 
 MANIFEST_NAME = "shipyard-model.json"
+# shipyard.models.flavors.SKLEARN_STATE_FILE (not imported: the front process stays light).
+SKLEARN_STATE_FILE = "model.npz"
 COLUMN_TO_OIP = {
     "double": "FP64",
     "float": "FP32",
@@ -54,6 +56,12 @@ class ModelMeta:
     outputs: list[dict[str, Any]]
     # Served from a float matrix, with no pandas in the process (see imports.py).
     array_input: bool = False
+    model_file: str = ""
+
+    @property
+    def needs_skops(self) -> bool:
+        """A scikit-learn model stored with skops (model.npz is read without it)."""
+        return self.flavor == "sklearn" and self.model_file != SKLEARN_STATE_FILE
 
     @classmethod
     def read(cls, folder: str | Path) -> ModelMeta:
@@ -105,7 +113,8 @@ class ModelMeta:
         array_input = flavor in ("sklearn", "lightgbm", "xgboost", "onnx") and (
             tensor or isinstance(raw.get("array_input"), dict)
         )
-        return cls(flavor, PLATFORMS.get(flavor, flavor), inputs, outs, array_input)
+        model_file = str(raw.get("model_file") or "")
+        return cls(flavor, PLATFORMS.get(flavor, flavor), inputs, outs, array_input, model_file)
 
     def metadata(self, name: str, versions: list[str]) -> dict[str, Any]:
         return {

@@ -154,7 +154,7 @@ class Pool:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(
                 [
-                    *self.s.preload,  # no_pandas / no_pyarrow first, when there
+                    *self.s.preload,  # the import guards (no_extras, no_pandas, no_pyarrow) first
                     "shipyard.serving.runtime.worker",
                     "shipyard.serving.runtime.engine",
                 ]
@@ -574,12 +574,13 @@ class Pool:
         }
 
 
-def preload_modules(flavors: set[str], *, pandas: bool = True) -> list[str]:
-    """What the fork server imports ahead, so a new worker only forks and loads its model."""
+def preload_modules(flavors: set[str], *, pandas: bool = True, skops: bool = True) -> list[str]:
+    """What the fork server imports ahead, so a new worker only forks and loads its model
+    (skops only where a scikit-learn model is stored with it, not as model.npz)."""
     mods = ["numpy", *(["pandas"] if pandas else []), "orjson", "shipyard.models.format"]
     if "sklearn" in flavors:
         mods += [
-            "shipyard.serving.runtime.lean_skops",
+            *(["shipyard.serving.runtime.lean_skops"] if skops else []),
             "sklearn.linear_model",
             "sklearn.ensemble",
             "sklearn.tree",

@@ -132,7 +132,11 @@ class BaseWorker:
 
 
 # Import guards (see their modules): imported before anything can import pandas.
-_GUARDS = ("shipyard.serving.runtime.no_pandas", "shipyard.serving.runtime.no_pyarrow")
+_GUARDS = (
+    "shipyard.serving.runtime.no_extras",
+    "shipyard.serving.runtime.no_pandas",
+    "shipyard.serving.runtime.no_pyarrow",
+)
 
 
 def _new_engine(preload: list[str]) -> Any:
