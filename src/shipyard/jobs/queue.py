@@ -327,7 +327,6 @@ class QueueMixin:
         for tries in range(3):
             try:
                 with self.db.write() as conn:
-                    _insert_chunks(conn, job_id, logs)
                     n = conn.execute(
                         update(jobs)
                         .where(
@@ -344,8 +343,9 @@ class QueueMixin:
                         self.tracking.end_run_in(
                             conn, row.project_id, row.run_id, _RUN_STATUS[new], now
                         )
-                    if n and note:
-                        _insert_line(conn, job_id, row.attempt, note)
+                    # Its last output, then the line that tells how it ended: one insert.
+                    ours = [(row.attempt, None, _own_line(note))] if n and note else []
+                    _insert_chunks(conn, job_id, [*logs, *ours])
                 break
             except IntegrityError:
                 # Another writer (a stop) numbered a line at the same moment.
@@ -470,22 +470,17 @@ class QueueMixin:
             )
 
 
+def _own_line(text: str) -> str:
+    return f"shipyard: {text}\n"
+
+
 def _insert_line(conn: Connection, job_id: str, attempt: int, text: str) -> None:
     """One line of Shipyard's own in the job's log, inside the caller's transaction (so the line
     is there by the time anyone sees the change it tells of)."""
-    last = conn.execute(
-        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
-    ).scalar_one()
-    conn.execute(
-        job_logs.insert().values(
-            job_id=job_id,
-            seq=int(last or 0) + 1,
-            attempt=attempt,
-            rank=None,
-            data=f"shipyard: {text}\n",
-            created_at=now_ms(),
-        )
-    )
+    _insert_chunks(conn, job_id, [(attempt, None, _own_line(text))])
+
+
+_LAST_SEQ = select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == bindparam("job_id"))
 
 
 def _mark_running(conn: Connection, job_id: str, owner: str) -> None:
@@ -504,10 +499,7 @@ def _insert_chunks(
     if not entries:
         return
     now = now_ms()
-    last = conn.execute(
-        select(func.max(job_logs.c.seq)).where(job_logs.c.job_id == job_id)
-    ).scalar_one()
-    seq = int(last or 0)
+    seq = int(conn.execute(_LAST_SEQ, {"job_id": job_id}).scalar_one() or 0)
     rows = []
     for attempt, rank, text in entries:
         for i in range(0, len(text), MAX_CHUNK):
