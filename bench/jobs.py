@@ -149,6 +149,20 @@ def _tree_cpu() -> dict[str, float]:
     return out
 
 
+def _fsync_ms(n: int = 30) -> float:
+    """This disk's median fsync of a small write, in ms: a Shipyard trial waits for four (its
+    submit, claim and end commit, and its report's bytes), Optuna's in-memory study for none."""
+    with tempfile.NamedTemporaryFile(dir=RESULTS.parent) as f:
+        times = []
+        for _ in range(n):
+            f.write(b"x" * 128)
+            f.flush()
+            t0 = time.perf_counter()
+            os.fsync(f.fileno())
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def _cpu_per_trial(a: dict[str, float], b: dict[str, float], n: int) -> dict[str, float]:
     """Milliseconds of CPU per trial between two ``_tree_cpu`` readings: robust to the load,
     which moves wall time far more."""
@@ -178,7 +192,7 @@ def scenario_tune_scripts(n: int) -> dict[str, Any]:
         )
         return float(p.stdout.strip().split("=")[1])
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"fsync_ms": _fsync_ms()}
     t0 = time.perf_counter()
     cpu0 = _tree_cpu()
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
@@ -588,6 +602,11 @@ def main() -> int:
         print(
             f"Script trials, CPU per trial (ms; load-proof): Shipyard {_cpu_text(cpu_sy)}; "
             f"Optuna + subprocess {_cpu_text(cpu_op)}"
+        )
+    if "fsync_ms" in ts:
+        print(
+            f"Script trials: each waits for 4 durable writes (submit, claim, end, its report); "
+            f"an fsync took {ts['fsync_ms']:.2f} ms on this disk (median of 30)"
         )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"jobs-{time.strftime('%Y%m%dT%H%M%S')}.json"
