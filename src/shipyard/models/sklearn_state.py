@@ -43,6 +43,7 @@ another package, a sparse matrix, ...): the caller then uses skops.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 import zipfile
@@ -189,8 +190,6 @@ def encode(model: Any) -> tuple[bytes, list[np.ndarray]]:
 
 def dumps(model: Any) -> bytes:
     """``model`` as the bytes of a ``model.npz`` (see the module's docstring)."""
-    import io
-
     state, blobs = encode(model)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -512,11 +511,53 @@ def _check_widths(obj: Any) -> None:
             raise BadState(f"a {type(obj).__name__}'s trees are not {width} features wide")
 
 
+def _member_array(zf: zipfile.ZipFile, name: str, raw: bytes) -> np.ndarray:
+    """A flat ``.npy`` member, as a read-only view of the file's bytes where it is stored.
+
+    Through ``zf.open`` the reading costs about 0.03 CPU s for the bench's forest (13 MB): a
+    copy per 256 kB chunk and the zip's CRC, which protects nothing here (the file's sha256 was
+    checked against its manifest, and anyone who could change it could fix a CRC). The
+    decoder copies what it keeps; trees copy their nodes into their own memory.
+    """
+    info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        with zf.open(name) as f:
+            arr = np.lib.format.read_array(f, allow_pickle=False)
+    else:
+        local = raw[info.header_offset : info.header_offset + 30]
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise BadState(f"{name}: no local header")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+        start += int.from_bytes(local[28:30], "little")
+        end = start + info.file_size
+        if end > len(raw):
+            raise BadState(f"{name} ends past the end of the file")
+        header = io.BytesIO(raw[start : min(end, start + 65_536 + 12)])
+        version = np.lib.format.read_magic(header)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(header)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(header)
+        else:
+            raise BadState(f"{name}: unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise BadState(f"{name}: object arrays are refused (they hold pickles)")
+        count = math.prod(shape)
+        offset = start + header.tell()
+        if len(shape) != 1 or offset + count * dtype.itemsize > end:
+            raise BadState(f"{name}: not a flat array inside its member")
+        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    if arr.ndim != 1:
+        raise BadState(f"{name} is not flat")
+    return arr
+
+
 def read(source: Path | IO[bytes]) -> Any:
     """The model in a ``model.npz`` (a path or an open binary file); raises ``BadState`` for
     a file that is not one."""
+    raw = source.read_bytes() if isinstance(source, Path) else source.read()
     try:
-        with zipfile.ZipFile(source, "r") as zf:
+        with zipfile.ZipFile(io.BytesIO(raw), "r") as zf:
             names = zf.namelist()
             if STATE_NAME not in names:
                 raise BadState(f"no {STATE_NAME} in the file")
@@ -528,11 +569,7 @@ def read(source: Path | IO[bytes]) -> Any:
             blobs = []
             i = 0
             while f"a{i}.npy" in names:
-                with zf.open(f"a{i}.npy") as f:
-                    blob = np.lib.format.read_array(f, allow_pickle=False)
-                if blob.ndim != 1:
-                    raise BadState(f"a{i}.npy is not flat")
-                blobs.append(blob)
+                blobs.append(_member_array(zf, f"a{i}.npy", raw))
                 i += 1
             if len(names) != i + 1:
                 raise BadState("unexpected members in the file")
