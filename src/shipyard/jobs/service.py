@@ -227,6 +227,17 @@ class JobService(QueueMixin):
             raise NotFound(f"job {job_id!r} not found in project {project!r}", {"field": "job_id"})
         return self._public(project, row)
 
+    def get_many(self, project: str, job_ids: Collection[str]) -> dict[str, Job]:
+        """The project's jobs among ``job_ids``, by id, in one query (a missing one is absent)."""
+        if not job_ids:
+            return {}
+        pid = self.projects.project_id(project)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.project_id == pid, jobs.c.id.in_(list(job_ids)))
+            ).all()
+        return {r.id: self._public(project, r) for r in rows}
+
     def list(
         self,
         project: str,

@@ -331,19 +331,6 @@ class Coordinator:
                 out[int(step)] = float(value)
         return out
 
-    def _active_jobs(self) -> set[str]:
-        """The trial jobs not final yet, in one query whatever the number of trials."""
-        from shipyard.jobs.schemas import ACTIVE_STATUSES
-
-        assert self.svc.jobs is not None
-        page = self.svc.jobs.list(
-            self.project,
-            status=ACTIVE_STATUSES,
-            tuning_job_id=self.tuning_job_id,
-            max_results=10_000,
-        )
-        return {j.id for j in page.data}
-
     def _poll(self) -> None:
         """One look at the running trials. Which jobs ended is one query; a trial's metric
         history is read when its job ended, and (with early stopping) every
@@ -352,23 +339,26 @@ class Coordinator:
         for r in self.running.values():
             if r.job_id is None:
                 self._submit(r)
-        active = self._active_jobs()
+        # The running trials' jobs, in one query whatever their number (a deleted one is absent).
+        found = self.svc.jobs.get_many(
+            self.project, [r.job_id for r in self.running.values() if r.job_id is not None]
+        )
         early = self.search.cfg.early_stopping != EarlyStopping.none
         now = time.monotonic()
         updates = self.pending
         for number, r in list(self.running.items()):
             assert r.job_id is not None
-            ended = r.job_id not in active
+            current = found.get(r.job_id)
+            ended = current is None or current.status.final
             if not ended and not (early and now - r.read_at >= HISTORY_EVERY_S):
                 continue
             r.read_at = now
             job = None
             if ended:
-                try:
-                    job = self.svc.jobs.get(self.project, r.job_id)
-                except NotFound:
+                if current is None:
                     self._end(r, TrialState.failed, None, "its job was deleted", updates)
                     continue
+                job = current
                 r.run_id = r.run_id or job.run_id
             history = self._history(r.run_id) if r.run_id else {}
             changed = {s: v for s, v in history.items() if r.intermediate.get(s) != v}
