@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -614,6 +615,16 @@ class JobWorker:
             handoff = result.get("handoff")
             if not isinstance(handoff, dict):
                 continue
+            report = result.get("report")
+            data = report_text(report).encode() if isinstance(report, dict) else None
+            early = None
+            if data is not None and handoff.get("report_artifact"):
+                # The report's bytes go to the artifact store (and the disk) while the metrics'
+                # statements run; storing the artifact below then finds them there.
+                early = threading.Thread(
+                    target=_quietly, args=(tracking.store.put_bytes, data), daemon=True
+                )
+                early.start()
             try:
                 for b in handoff.get("metrics") or []:
                     tracking.log_metric_columns(
@@ -625,9 +636,8 @@ class JobWorker:
                         b["timestamps"],
                         batch_id=b["batch_id"],
                     )
-                report = result.get("report")
-                if isinstance(report, dict) and handoff.get("report_artifact"):
-                    data = report_text(report).encode()
+                if early is not None and data is not None:
+                    early.join()
                     tracking.log_artifact_stream(
                         job.project, job.run_id, handoff["report_artifact"], [data], None, len(data)
                     )
@@ -655,6 +665,11 @@ class JobWorker:
                 self._pump(a)
                 self._finish(a)
             del self._active[jid]
+
+
+def _quietly(fn: Callable[..., object], *args: Any) -> None:
+    with contextlib.suppress(Exception):  # the caller does it again, and sees the error then
+        fn(*args)
 
 
 def _is_timeout(status: TaskStatus | None) -> bool:
