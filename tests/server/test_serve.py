@@ -128,8 +128,9 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
 
 
 # What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
-# until its first page (Jinja2 and the page modules), the HTTP client, and fsspec until the first
-# artifact in a local folder. Each would stay in the server's memory for its whole life.
+# until its first page (Jinja2 and the page modules), the HTTP client, fsspec until the first
+# artifact in a local folder, and a WebSocket protocol (it has no WebSocket routes). Each would
+# stay in the server's memory for its whole life.
 NOT_IMPORTED_WHEN_IDLE = (
     "typer",
     "rich",
@@ -139,6 +140,7 @@ NOT_IMPORTED_WHEN_IDLE = (
     "shipyard.studio.router",
     "httpx",
     "fsspec",
+    "websockets",
 )
 
 # The entry point as the `shipyard` script runs it, with a thread that waits for /healthz (over a

@@ -21,6 +21,10 @@ def serve(settings: Settings, log_level: str = "warning") -> None:
         log_level=log_level,
         http=nodelay_http_protocol(),
         loop="uvloop",
+        # No WebSocket routes, so no WebSocket protocol: uvicorn would import the websockets
+        # package for it (about 0.5 MiB of an idle server). An upgrade request is then
+        # answered as plain HTTP (and logged), where it was refused after the handshake.
+        ws="none",
         access_log=False,
         timeout_keep_alive=30,
     )
