@@ -147,3 +147,63 @@ def test_a_bad_request_in_a_batch_fails_alone(rt: Runtime, model_dirs: ModelDirs
             assert status == 400 and "f1: missing column" in body["error"]
         else:
             assert status == 200 and body == {"predictions": _want(model_dirs, 1)}
+
+
+def _wait_live(rt: Runtime) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if rt.http.get("/v2/health/live", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError(rt.log())
+
+
+def test_a_prediction_sent_while_the_models_load_waits_for_them(
+    start_runtime: StartRuntime, model_dirs: ModelDirs
+) -> None:
+    """The port opens before the models are loaded; a prediction that arrives then is answered
+    once they are (not a 503 to retry), while the probes still say not ready."""
+    rt = start_runtime({"variants": [variant("blue", model_dirs.rf)]}, ready=False)
+    _wait_live(rt)
+    assert rt.http.get("/ping").status_code == 503  # still importing scikit-learn
+    r = rt.invoke(model_dirs.split(3))
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == model_dirs.rf_model.predict(model_dirs.X.iloc[:3]).tolist()
+    assert rt.http.get("/ping").status_code == 200
+
+
+def test_a_prediction_waiting_on_a_start_that_fails_gets_the_reason(
+    start_runtime: StartRuntime, model_dirs: ModelDirs, tmp_path: Any
+) -> None:
+    """Answered with the reason, or (when it came after the server had stopped) refused: never
+    left hanging."""
+    import shutil
+    import time
+
+    import httpx
+
+    tampered = tmp_path / "rf"
+    shutil.copytree(model_dirs.rf, tampered)
+    with open(tampered / "model.npz", "ab") as f:
+        f.write(b"planted")
+    rt = start_runtime({"variants": [variant("blue", tampered)]}, ready=False)
+    deadline = time.monotonic() + 60
+    while rt.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            r = rt.invoke(model_dirs.split(1))
+        except httpx.TransportError:
+            time.sleep(0.01)
+            continue
+        assert r.status_code == 503
+        assert "failed to start" in r.json()["error"]
+        assert "sha256 of model.npz" in r.json()["error"]
+        break
+    assert rt.proc.wait(30) == 1
+    assert "sha256 of model.npz does not match" in rt.log()

@@ -13,6 +13,10 @@ Routes (Open Inference Protocol v2, the SageMaker container contract, and Shipya
     GET  /shipyard/stats                                 per-variant figures, workers, shadow, capture
     POST /shipyard/reload                                re-read the config file (zero downtime)
 
+The port opens before the models are loaded: the probes say not ready until they are, and a
+prediction sent meanwhile waits for them (up to ``request_timeout_s``) rather than getting a 503
+to retry; the 503 comes only if the start fails, with its reason.
+
 Errors are ``{"error": "<message>"}`` with a 4xx/5xx status, as the OIP specification says for
 its routes; the message names the field (``f3: missing column ...``). Which variant answered is
 in the ``x-shipyard-variant`` response header; a caller may pin one with the same header (or
@@ -330,7 +334,10 @@ class RuntimeApp:
                 mm_model = v.decode("latin-1")
         body = await _read_body(receive)
         rt = self.rt
-        if not rt.booted:
+        # A prediction sent while the models load waits for them (up to request_timeout_s), as
+        # one sent to an endpoint scaled to zero waits for its worker: answered as soon as it
+        # can be, instead of a 503 to retry. The probes (/ping, ready) still say not ready.
+        if not rt.booted and not await rt.wait_booted(rt.cfg.request_timeout_s):
             raise HTTPError(503, self._why_not_ready())
         if kind == "inv":
             if mm_model is not None and rt.multi is not None:

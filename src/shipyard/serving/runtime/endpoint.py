@@ -11,6 +11,7 @@ loaded changes nothing and says why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -94,6 +95,9 @@ class EndpointRuntime:
         self.status = "Creating"
         self.error: str | None = None
         self.booted = False
+        # Set when boot ends, loaded or failed: a prediction that arrives while the models load
+        # waits for it (see app.py).
+        self.boot_ended = asyncio.Event()
         self.started = time.time()
         self.reloads = 0
         self.last_reload: dict[str, Any] | None = None
@@ -114,6 +118,19 @@ class EndpointRuntime:
     # -- life --------------------------------------------------------------------------------
 
     async def boot(self) -> None:
+        try:
+            await self._boot()
+        finally:
+            self.boot_ended.set()
+
+    async def wait_booted(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the boot to end; whether the endpoint is booted."""
+        if not self.booted and not self.boot_ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.boot_ended.wait(), timeout_s)
+        return self.booted
+
+    async def _boot(self) -> None:
         try:
             await self.pool.start_loop()
             variants, shadow = self._build(self.cfg, {})
