@@ -222,6 +222,38 @@ def cold_starts(
     return statistics.median(walls), statistics.median(cpus), walls
 
 
+def interleaved_cold_starts(
+    servers: list[tuple[Server, Request]], expected: int, n: int = COLD_STARTS
+) -> list[dict[str, Any]]:
+    """Cold starts of several servers taken in turns (A B, B A, A B, ...), each stopped before
+    the next starts: the machine's load, which drifts over minutes here, then weighs on every
+    server alike, where one server's three starts and another's minutes later may not. Per
+    server: the median seconds and CPU seconds, and every sample."""
+    walls: list[list[float]] = [[] for _ in servers]
+    cpus: list[list[float]] = [[] for _ in servers]
+    for i in range(n):
+        order = list(range(len(servers)))
+        if i % 2:
+            order.reverse()
+        for j in order:
+            server, request = servers[j]
+            try:
+                wall, cpu = start_until_predicts(server, request, expected)
+            finally:
+                server.stop()
+            walls[j].append(wall)
+            cpus[j].append(cpu)
+    return [
+        {
+            "median_s": statistics.median(w),
+            "cpu_median_s": statistics.median(c),
+            "samples_s": w,
+            "cpu_samples_s": c,
+        }
+        for w, c in zip(walls, cpus, strict=True)
+    ]
+
+
 def tree_memory(root_pid: int) -> dict[str, float]:
     """RSS and PSS (MiB) summed over a process and all its descendants, and their count."""
     rss = pss = 0
