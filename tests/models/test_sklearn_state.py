@@ -188,6 +188,10 @@ def _unknown_tag(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     doc["root"]["state"]["$dict"]["n_estimators"] = {"$eval": "print(1)"}
 
 
+def _scalar_that_is_a_list(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    doc["root"]["state"]["$dict"]["n_estimators"] = {"$s": ["<i8", [1, 2]]}
+
+
 def _pickled_array(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     arrays["a0.npy"] = np.array([print, 1], dtype=object)  # written with pickle inside
 
@@ -206,6 +210,7 @@ TAMPERED = {
     "function under sklearn": (_function_under_sklearn, "not a scikit-learn class"),
     "unknown tag": (_unknown_tag, "unknown tag '\\$eval'"),
     "pickled array": (_pickled_array, "object arrays are refused"),
+    "scalar that is a list": (_scalar_that_is_a_list, "is not a numpy number"),
     "slice past the end": (_slice_past_the_end, "outside the arrays"),
 }
 

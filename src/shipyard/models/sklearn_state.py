@@ -261,8 +261,11 @@ class _Decoder:
             return {self.value(k): self.value(x) for k, x in body}
         if tag == "$f" and body in ("nan", "inf", "-inf"):
             return float(body)
-        if tag == "$s" and type(body) is list and len(body) == 2 and body[0] in _SCALARS:
-            return np.dtype(body[0]).type(self.value(body[1]))
+        if tag == "$s":
+            x = self.value(body[1]) if type(body) is list and len(body) == 2 else None
+            if type(x) not in (bool, int, float) or body[0] not in _SCALARS:
+                raise BadState(f"$s: {str(body)[:80]} is not a numpy number")
+            return np.dtype(body[0]).type(x)
         if tag == "$oa" and type(body) is list and len(body) == 2:
             shape = self.shape(body[0])
             items = body[1]
