@@ -163,7 +163,7 @@ def _sklearn_state_bytes(model: Any, example: Any) -> bytes | None:
         rebuilt = st.read(io.BytesIO(data))
         if not st.same_state(model, rebuilt):
             return None
-    except (st.Unsupported, st.BadState, RecursionError):
+    except Exception:  # Unsupported, BadState, or anything unforeseen: skops writes it
         return None
     probes = [example] if example is not None else []
     width = getattr(model, "n_features_in_", None)
