@@ -128,9 +128,10 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
 
 
 # What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
-# until its first page (Jinja2 and the page modules), the HTTP client, fsspec until the first
-# artifact in a local folder, and a WebSocket protocol (it has no WebSocket routes). Each would
-# stay in the server's memory for its whole life.
+# until its first page (Jinja2 and the page modules), MLflow's REST API until an MLflow client
+# calls it, the HTTP client, fsspec until the first artifact in a local folder, and a WebSocket
+# protocol (it has no WebSocket routes). Each would stay in the server's memory for its whole
+# life.
 NOT_IMPORTED_WHEN_IDLE = (
     "typer",
     "rich",
@@ -138,6 +139,8 @@ NOT_IMPORTED_WHEN_IDLE = (
     "shipyard.cli.common",
     "jinja2",
     "shipyard.studio.router",
+    "shipyard.tracking.mlflow_compat",
+    "shipyard.models.mlflow_registry",
     "httpx",
     "fsspec",
     "websockets",

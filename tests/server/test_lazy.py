@@ -1,0 +1,124 @@
+"""Routes added on first use (``server.lazy``), as the app factory uses them for MLflow's REST
+API: until a request under /api/2.0/mlflow (or the OpenAPI schema) needs them they are not
+imported; then the app's routes are those of an app built with them, and the request that
+added them is answered as every later one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_settings
+
+MLFLOW_MODULES = ("shipyard.tracking.mlflow_compat", "shipyard.models.mlflow_registry")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Any]:
+    from shipyard.server.context import Services
+
+    s = Services.from_settings(make_settings(tmp_path, f"sqlite:///{tmp_path / 'shipyard.db'}"))
+    yield s
+    s.close()
+
+
+def _ready(services: Any) -> Any:
+    """An app whose MLflow routes are in place before its first request."""
+    from shipyard.server.app import create_app
+
+    app = create_app(services)
+    app.openapi()
+    return app
+
+
+def _answer(client: TestClient, method: str, path: str, body: Any) -> tuple[int, Any, bytes]:
+    r = client.request(method, path, json=body, follow_redirects=False)
+    return r.status_code, r.headers.get("content-type"), r.content
+
+
+def test_an_app_imports_the_mlflow_api_only_when_a_request_needs_it(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from shipyard.server.app import create_app\n"
+        "c = TestClient(create_app())\n"
+        "for path in ('/healthz', '/api/v1/projects', '/', '/nowhere'):\n"
+        "    c.get(path)\n"
+        f"print(sorted(m for m in {MLFLOW_MODULES!r} if m in sys.modules))\n"
+        "r = c.get('/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default')\n"
+        "assert r.status_code == 200, r.text\n"
+        f"print(sorted(m for m in {MLFLOW_MODULES!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env | {"SHIPYARD_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-2:] == ["[]", str(sorted(MLFLOW_MODULES))]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default", None),
+        ("POST", "/api/2.0/mlflow/experiments/create", {"name": "lazy"}),
+        ("POST", "/api/2.0/mlflow/experiments/create", {"name": 5}),  # MLflow's 400
+        ("PUT", "/api/2.0/mlflow/experiments/get", None),  # 405
+        ("GET", "/api/2.0/mlflow/experiments/get/", None),  # redirect without the slash
+        ("GET", "/api/2.0/mlflow/nowhere", None),  # MLflow's 404
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts?path=nope", None),
+        ("POST", "/api/2.0/mlflow/registered-models/create", {"name": "lazy-model"}),
+    ],
+)
+def test_the_request_that_adds_the_mlflow_api_is_answered_as_later_ones(
+    services: Any, method: str, path: str, body: Any
+) -> None:
+    from shipyard.server.app import create_app
+
+    lazy = create_app(services)
+    with TestClient(lazy) as cold:
+        first = _answer(cold, method, path, body)
+        again = _answer(cold, method, path, body)
+    with TestClient(_ready(services)) as warm:
+        later = _answer(warm, method, path, body)
+    if method == "POST" and first[0] == 200:  # a create: the later ones find it made
+        assert again[0] == later[0] != 200
+    else:
+        assert first == again == later
+    # The MLflow routes took the placeholder's place (Studio's added too, on both, to compare).
+    ready = _ready(services)
+    for app in (lazy, ready):
+        app.url_path_for("studio-static", path="studio.css")
+    assert [type(r) for r in lazy.routes] == [type(r) for r in ready.routes]
+
+
+def test_the_openapi_schema_lists_the_mlflow_api_from_the_start(services: Any) -> None:
+    from shipyard.server.app import create_app
+
+    with TestClient(create_app(services)) as c:
+        first = c.get("/openapi.json").json()
+    with TestClient(create_app(services)) as c:
+        assert c.get("/api/2.0/mlflow/experiments/search?max_results=1").status_code == 200
+        after_use = c.get("/openapi.json").json()
+    assert first == after_use
+    assert any(p.startswith("/api/2.0/mlflow/") for p in first["paths"])
+    assert "/api/2.0/mlflow-artifacts/artifacts" in first["paths"]
+
+
+def test_url_for_names_a_route_not_added_yet(services: Any) -> None:
+    from shipyard.server.app import create_app
+    from shipyard.tracking.mlflow_compat import router
+
+    name = router.routes[0].name  # type: ignore[attr-defined]
+    assert str(create_app(services).url_path_for(name)).startswith("/api/2.0/mlflow")
