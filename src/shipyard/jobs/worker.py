@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -616,31 +617,32 @@ class JobWorker:
             if not isinstance(handoff, dict):
                 continue
             report = result.get("report")
-            data = report_text(report).encode() if isinstance(report, dict) else None
-            early = None
-            if data is not None and handoff.get("report_artifact"):
-                # The report's bytes go to the artifact store (and the disk) while the metrics'
-                # statements run; storing the artifact below then finds them there.
-                early = threading.Thread(
-                    target=_quietly, args=(tracking.store.put_bytes, data), daemon=True
-                )
-                early.start()
+            name = handoff.get("report_artifact")
+            data = (
+                report_text(report).encode()
+                if isinstance(report, dict) and isinstance(name, str)
+                else None
+            )
+            # The report's bytes go to the artifact store (and the disk) on a thread while the
+            # rows are written; the rows commit only after the bytes are durable.
+            blob = _Background(tracking.store.put_bytes, data) if data is not None else None
             try:
-                for b in handoff.get("metrics") or []:
-                    tracking.log_metric_columns(
-                        job.project,
-                        job.run_id,
-                        b["keys"],
-                        b["values"],
-                        b["steps"],
-                        b["timestamps"],
-                        batch_id=b["batch_id"],
-                    )
-                if early is not None and data is not None:
-                    early.join()
-                    tracking.log_artifact_stream(
-                        job.project, job.run_id, handoff["report_artifact"], [data], None, len(data)
-                    )
+                # A savepoint: this rank's rows all go in, or none do.
+                with self.service.db.together(), self.service.db.write():
+                    for b in handoff.get("metrics") or []:
+                        tracking.log_metric_columns(
+                            job.project,
+                            job.run_id,
+                            b["keys"],
+                            b["values"],
+                            b["steps"],
+                            b["timestamps"],
+                            batch_id=b["batch_id"],
+                        )
+                    if blob is not None and data is not None and isinstance(name, str):
+                        digest = hashlib.sha256(data).hexdigest()
+                        tracking.record_artifact(job.project, job.run_id, name, digest, len(data))
+                        blob.result()
             except Exception as exc:
                 where = f"rank {r.rank}: " if len(a.ranks) > 1 else ""
                 return f"{where}storing the attempt's last metrics and report failed: {exc}"
@@ -667,9 +669,26 @@ class JobWorker:
             del self._active[jid]
 
 
-def _quietly(fn: Callable[..., object], *args: Any) -> None:
-    with contextlib.suppress(Exception):  # the caller does it again, and sees the error then
-        fn(*args)
+class _Background:
+    """``fn(*args)`` on a thread; ``result()`` waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _is_timeout(status: TaskStatus | None) -> bool:

@@ -49,9 +49,11 @@ class ArtifactsMixin:
 
     # -- artifacts --------------------------------------------------------------------------
 
-    def _record_artifact(
-        self, project: str, run_id: str, path: str, digest: str, size: int
-    ) -> None:
+    def record_artifact(self, project: str, run_id: str, path: str, digest: str, size: int) -> None:
+        """Make ``path`` on the run name the stored content ``digest`` (``store.put_*``), which
+        the caller has stored, or stores before this write commits (a ``Database.together``
+        block): a committed row never names content that is not durable."""
+        path = clean_relpath(path, "artifact_path")
         pid = self.projects.project_id(project)
         with self.db.write() as conn:
             self._run_check(conn, pid, run_id)
@@ -91,7 +93,7 @@ class ArtifactsMixin:
         for fpath, rel in files:
             rel = clean_relpath(rel, "artifact_path")
             digest, size = self.store.put_file(fpath)
-            self._record_artifact(project, run_id, rel, digest, size)
+            self.record_artifact(project, run_id, rel, digest, size)
             if not self.store.exists(digest):  # a purge raced us between put and record
                 self.store.put_file(fpath)
             out.append(ArtifactPublic(path=rel, is_dir=False, size=size, digest=digest))
@@ -109,7 +111,7 @@ class ArtifactsMixin:
         rel = clean_relpath(path)
         self.get_run(project, run_id)
         digest, size = self.store.put_stream(chunks, expected_digest, max_bytes)
-        self._record_artifact(project, run_id, rel, digest, size)
+        self.record_artifact(project, run_id, rel, digest, size)
         return ArtifactPublic(path=rel, is_dir=False, size=size, digest=digest)
 
     def _artifact_rows(self, project: str, run_id: str) -> list[Any]:
