@@ -122,3 +122,34 @@ def test_writes_inside_together_commit_once_and_a_failed_one_undoes_only_itself(
         assert ran[-1] == "now"
     finally:
         db.dispose()
+
+
+def test_a_migration_apart_runs_in_a_child_and_says_why_it_failed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """What a server does with a new store: migrated by a child process, so that the server
+    never loads Alembic; a failure is one clear error naming the cause."""
+    import subprocess
+    import sys
+
+    from shipyard.core.errors import Unavailable
+
+    probe = (
+        "import sys; from shipyard.core.db import Database; "
+        "db = Database(sys.argv[1]); db.ensure_schema(True, apart=True); "
+        "print(db.current_revision() == db.head_revision(), 'alembic' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, f"sqlite:///{tmp_path / 'apart.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]
+
+    bad = Database("postgresql://postgres@127.0.0.1:5432/shipyard_no_such_database")
+    with pytest.raises(Unavailable) as err:
+        bad.upgrade(apart=True)
+    assert err.value.message.startswith("migrating the metadata database failed: ")
+    assert 'database "shipyard_no_such_database" does not exist' in err.value.message
+    bad.dispose()

@@ -129,8 +129,8 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
 
 # What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
 # until its first page (Jinja2 and the page modules), MLflow's REST API until an MLflow client
-# calls it, the HTTP client, fsspec until the first artifact in a local folder, and a WebSocket
-# protocol (it has no WebSocket routes). Each would stay in the server's memory for its whole
+# calls it, the HTTP client, fsspec until the first artifact in a local folder, a WebSocket
+# protocol (it has no WebSocket routes), and Alembic (a new store is migrated by a child). Each would stay in the server's memory for its whole
 # life.
 NOT_IMPORTED_WHEN_IDLE = (
     "typer",
@@ -144,6 +144,7 @@ NOT_IMPORTED_WHEN_IDLE = (
     "httpx",
     "fsspec",
     "websockets",
+    "alembic",  # a new home's store is migrated by a child process
 )
 
 # The entry point as the `shipyard` script runs it, with a thread that waits for /healthz (over a

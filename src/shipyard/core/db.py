@@ -9,6 +9,7 @@ two processes log to one file at the same moment without either seeing "database
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -301,18 +302,40 @@ class Database:
                 return MigrationContext.configure(conn).get_current_revision()
         return str(rows[0][0]) if rows else None
 
-    def upgrade(self) -> None:
-        from alembic import command
+    def upgrade(self, *, apart: bool = False) -> None:
+        """Migrate the store to the head revision. ``apart``: in a child process, so that this
+        one (a long-lived server) does not keep Alembic and the migration scripts in its
+        memory for the rest of its life (about 11 MiB)."""
+        if not apart:
+            from alembic import command
 
-        command.upgrade(self._alembic_config(), "head")
+            command.upgrade(self._alembic_config(), "head")
+            return
+        import subprocess
+        import sys
 
-    def ensure_schema(self, auto_migrate: bool) -> None:
-        """Upgrade when allowed; otherwise refuse a schema that is behind with a clear message."""
+        # The URL (which may hold a password) goes by the environment, not the command line.
+        env = {**os.environ, _UPGRADE_URL_ENV: self.url}
+        proc = subprocess.run(
+            [sys.executable, "-m", "shipyard.core.db"], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            # The exception's own line (a driver's error ends with a line of links).
+            lines = [ln for ln in proc.stderr.splitlines() if re.match(r"[\w.]+: ", ln)]
+            raise Unavailable(
+                "migrating the metadata database failed: "
+                + (lines[-1] if lines else f"exit status {proc.returncode}"),
+                {"stderr": proc.stderr[-4000:]},
+            )
+
+    def ensure_schema(self, auto_migrate: bool, *, apart: bool = False) -> None:
+        """Upgrade when allowed (``apart``: see ``upgrade``); otherwise refuse a schema that is
+        behind with a clear message."""
         current, head = self.current_revision(), self.head_revision()
         if current == head:
             return
         if auto_migrate:
-            self.upgrade()
+            self.upgrade(apart=apart)
             return
         raise SchemaBehind(
             f"the metadata database is at revision {current or 'empty'}, the code needs {head}: "
@@ -322,3 +345,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_UPGRADE_URL_ENV = "SHIPYARD_UPGRADE_DATABASE_URL"
+
+if __name__ == "__main__":  # ``Database.upgrade(apart=True)``'s child
+    Database(os.environ[_UPGRADE_URL_ENV]).upgrade()

@@ -114,11 +114,15 @@ class Services:
     job_worker: JobWorker | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Services:
+    def from_settings(
+        cls, settings: Settings | None = None, *, migrate_apart: bool = False
+    ) -> Services:
+        """``migrate_apart``: a migration the store needs runs in a child process (a server's
+        choice: see ``Database.upgrade``)."""
         settings = settings or Settings()
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url)
-        db.ensure_schema(bool(settings.auto_migrate))
+        db.ensure_schema(bool(settings.auto_migrate), apart=migrate_apart)
         store = ArtifactStore(settings.artifact_root, settings.artifact_storage_options)
         projects = ProjectService(db)
         tracking = TrackingService(db, store, projects, settings.restore_window_s)

@@ -13,7 +13,8 @@ def serve(settings: Settings, log_level: str = "warning") -> None:
     from shipyard.server.context import Services
 
     settings.check_bind()
-    app = create_app(Services.from_settings(settings))
+    # A long-lived process: a migration runs in a child, so Alembic never stays loaded here.
+    app = create_app(Services.from_settings(settings, migrate_apart=True))
     uvicorn.run(
         app,
         host=settings.host,
