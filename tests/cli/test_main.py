@@ -3,6 +3,8 @@ where the Typer app would read the same values, and leaves everything else to th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shipyard.cli.main import _server_options
@@ -65,3 +67,35 @@ def test_the_typer_app_is_still_reachable_from_the_entry_module() -> None:
 
     assert main.app.info.name == "shipyard"
     assert "server" in [c.name or c.callback.__name__ for c in main.app.registered_commands]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "error: port: Input should be less than or equal to 65535"),
+        (["--port=-1"], "error: port: Input should be greater than or equal to 0"),
+        (
+            ["--log-level", "nonsense"],
+            "error: log_level: expected one of critical, error, warning, info, debug, trace, "
+            "got 'nonsense'",
+        ),
+    ],
+)
+def test_a_bad_server_option_is_one_line_naming_it(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Refused before anything starts, by either way in (the direct start or the Typer app)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SHIPYARD_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "shipyard.cli.main", "server", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [message]

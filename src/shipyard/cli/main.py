@@ -22,17 +22,29 @@ _REPORTED = (ShipyardError, FileNotFoundError, PermissionError, IsADirectoryErro
 _PORT = re.compile(r"0|[1-9][0-9]{0,5}")
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 def run_server(host: str | None, port: int | None, log_level: str) -> None:
-    """``shipyard server``: settings from the environment, the options over them, then serve."""
+    """``shipyard server``: settings from the environment, the options over them (checked as
+    the settings check them: a port outside 0-65535 is refused, naming it), then serve."""
+    from pydantic import ValidationError
+
+    from shipyard.core.errors import InvalidArgument
+    from shipyard.core.schemas import invalid_from_validation
     from shipyard.core.settings import Settings
     from shipyard.server.serve import serve
 
-    settings = Settings()
-    if host is not None:
-        settings.host = host
-    if port is not None:
-        settings.port = port
-    serve(settings, log_level=log_level)
+    if log_level.lower() not in LOG_LEVELS:
+        raise InvalidArgument.for_field(
+            "log_level", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
+        )
+    given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        settings = Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise invalid_from_validation(exc) from None
+    serve(settings, log_level=log_level.lower())
 
 
 def _server_options(argv: list[str]) -> dict[str, Any] | None:
