@@ -353,3 +353,59 @@ def test_forked_tasks_do_not_share_random_state(tmp_path: Path) -> None:
         assert len(set(values)) == 3, values
     finally:
         ex.shutdown()
+
+
+def own_env(key: str) -> dict:
+    return {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "ppid": os.getppid(),
+        "value": os.environ[key],
+    }
+
+
+def _fork_server_children(server_pid: int) -> set[int]:
+    path = Path(f"/proc/{server_pid}/task/{server_pid}/children")
+    return {int(p) for p in path.read_text().split()}
+
+
+def test_the_fork_server_keeps_a_process_forked_ahead_for_the_next_task(tmp_path: Path) -> None:
+    """Between tasks the fork server holds one spare process, forked while it waited; the next
+    task runs in it (its own session, its own environment), and a spare that dies is not a
+    task: nothing is reported for it, and the next task starts all the same."""
+    ex = LocalExecutor(tmp_path / "tasks", slots=1)
+    try:
+
+        def run(value: str) -> dict:
+            spec = TaskSpec(
+                target=f"{HERE}:own_env", args={"key": "WHO"}, env={**ENV, "WHO": value}
+            )
+            st = ex.wait(ex.submit(spec), 60)
+            assert st.state == TaskState.SUCCEEDED, (st.error, ex.logs(st.id))
+            return st.result
+
+        first = run("first")
+        server = ex._fork_server()
+        assert server is not None
+        deadline = time.monotonic() + 10
+        while not (spares := _fork_server_children(server.proc.pid) - {first["pid"]}):
+            assert time.monotonic() < deadline, "no spare process was forked"
+            time.sleep(0.02)
+        (spare,) = spares
+        second = run("second")
+        assert second["pid"] == spare  # the task ran in the process forked ahead
+        assert second["pgid"] == spare and second["ppid"] == server.proc.pid
+        assert (first["value"], second["value"]) == ("first", "second")
+
+        # A spare killed while it waits: not a task, and the next task still starts.
+        deadline = time.monotonic() + 10
+        while not (spares := _fork_server_children(server.proc.pid) - {second["pid"]}):
+            assert time.monotonic() < deadline, "no spare process was forked"
+            time.sleep(0.02)
+        os.kill(spares.pop(), signal.SIGKILL)
+        time.sleep(0.2)
+        third = run("third")
+        assert third["value"] == "third" and third["pid"] not in (first["pid"], second["pid"])
+        assert server._early == {}  # no exit was reported for a process that was not a task
+    finally:
+        ex.shutdown()

@@ -660,6 +660,8 @@ def _fork_server_loop(
 ) -> int:
     import select
 
+    # A process forked ahead of time that waits for the next task (pid, its request pipe).
+    spare: tuple[int, int] | None = _spawn_spare(fds)
     while True:
         try:
             ready, _, _ = select.select([rfd, wake_r, done_r], [], [])
@@ -682,20 +684,24 @@ def _fork_server_loop(
             parts = line.split()
             if len(parts) == 3 and parts[0] == b"done" and int(parts[1]) in children:
                 os.write(wfd, line + b"\n")
-        while children:
+        while children or spare is not None:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
+            if spare is not None and pid == spare[0]:  # it died waiting: the next task forks
+                os.close(spare[1])
+                spare = None
+                continue
             children.discard(pid)
             os.write(wfd, f"exit {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
         if rfd not in ready:
             continue
         data = os.read(rfd, 1 << 16)
         if not data:  # the executor's process is gone: so are its tasks
-            for pid in children:
+            for pid in [*children, *([spare[0]] if spare is not None else [])]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
             return 0
@@ -704,11 +710,17 @@ def _fork_server_loop(
             line, buf = buf.split(b"\n", 1)
             req = orjson.loads(line)
             req["done_fifo"] = fifo
-            pid = os.fork()
-            if pid == 0:
-                _forked_task(req, fds)
-            children.add(pid)
-            os.write(wfd, f"started {req['id']} {pid}\n".encode())
+            handed = _hand_to_spare(spare, req) if spare is not None else None
+            spare = None
+            if handed is None:
+                handed = os.fork()
+                if handed == 0:
+                    _prepare_task_process()
+                    _forked_task(req, fds)
+            children.add(handed)
+            os.write(wfd, f"started {req['id']} {handed}\n".encode())
+        if spare is None:
+            spare = _spawn_spare(fds)
 
 
 _rss_at_fork: int | None = None
@@ -720,16 +732,59 @@ def rss_at_fork() -> int | None:
     return _rss_at_fork
 
 
-def _forked_task(req: dict[str, Any], fds: tuple[int, ...]) -> None:
-    """In the forked child: become a task like one started by ``Popen``, run, and exit."""
+def _spawn_spare(fds: tuple[int, ...]) -> tuple[int, int]:
+    """Fork a process that waits on a pipe for its task's request: the fork, the kernel's copy of
+    the server's page tables (about 10 ms for a server holding pandas and scikit-learn), is paid
+    while the server waits, not when a task is asked for. Returns (pid, the pipe's write end)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(w)
+            _prepare_task_process()
+            data = b""
+            while chunk := os.read(r, 1 << 16):
+                data += chunk
+            if not data:  # the server is gone, or let this spare go
+                os._exit(0)
+            _forked_task(orjson.loads(data), (*fds, r))
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    os.close(r)
+    return pid, w
+
+
+def _hand_to_spare(spare: tuple[int, int], req: dict[str, Any]) -> int | None:
+    """Give the waiting spare its request; its pid, or None if it is gone (the caller forks)."""
+    pid, w = spare
+    try:
+        os.write(w, orjson.dumps(req))  # blocks only while the spare reads a large request
+        return pid
+    except OSError:
+        return None
+    finally:
+        os.close(w)
+
+
+def _prepare_task_process() -> None:
+    """In a process just forked from the server, before its task is known: its own session
+    (so that a cancel ends its whole group), default signals, and its size at the fork."""
     global _rss_at_fork
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+        _rss_at_fork = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _forked_task(req: dict[str, Any], fds: tuple[int, ...]) -> None:
+    """In the forked child (``_prepare_task_process`` done): become a task like one started by
+    ``Popen``, run, and exit."""
     code = 1
     try:
-        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
-            _rss_at_fork = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(null, 0)  # over the server's request pipe
