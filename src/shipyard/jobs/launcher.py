@@ -543,10 +543,10 @@ class _Launch:
         and its report back with its result, for the worker to store with how the attempt
         ended: this process, new and with no statement of the store compiled yet, would spend
         tens of milliseconds on what the worker does in a few (a failed or stopped attempt, or
-        one with more than ``HANDOFF_MAX_ROWS`` rows, sends them from here). The rule checks read the metrics
-        this process sent or handed rather than the run's histories back from the store
-        (unless some came from elsewhere: a command's process, the worker's log parsing), and
-        an empty ``model/`` or ``output/`` costs nothing."""
+        one with more than ``HANDOFF_MAX_ROWS`` rows, sends them from here). The rule checks
+        read the metrics this process sent or handed rather than the run's histories back
+        from the store (unless some came from elsewhere: a command's process, the worker's
+        log parsing), and an empty ``model/`` or ``output/`` costs nothing."""
         from shipyard.jobs.profile import check_rules, finding
 
         if self.profiler is not None:
@@ -555,7 +555,9 @@ class _Launch:
             d.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
         done = status == "completed"
-        handoff = self.tracking.take_for_worker(HANDOFF_MAX_ROWS) if done and self.handoff else None
+        handoff = None
+        if done and self.handoff:
+            handoff = self.tracking.take_for_worker(HANDOFF_MAX_ROWS)
         # Otherwise the profile's rows join the script's in the fluent buffer: one batch.
         joined = handoff is not None or self.tracking.send_with_script_metrics()
         try:
@@ -706,9 +708,10 @@ def run_job(
     Returns ``{"report": {"findings": [...], "summary": {...}}, "model_artifact_path": "model" |
     None}`` (and ``"value"``, a function's JSON return value). With ``handoff`` (the job
     worker's choice, which stores it) a completed attempt's last metrics and its report come
-    back under ``"handoff"`` rather than being sent from here (see ``_Launch.finish``). On a failure of the user's code
-    the report is written first, then the error is raised: theirs as it was, a non-zero exit as
-    ``UserCodeFailed``, the memory limit as ``MemoryLimitExceeded``.
+    back under ``"handoff"`` rather than being sent from here (see ``_Launch.finish``). On a
+    failure of the user's code the report is written first, then the error is raised: theirs
+    as it was, a non-zero exit as ``UserCodeFailed``, the memory limit as
+    ``MemoryLimitExceeded``.
     """
     launch = _Launch(
         job_id=job_id,
