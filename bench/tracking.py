@@ -190,12 +190,12 @@ def bench_shipyard(
         # Shipyard's runs take a second or two where MLflow's take half a minute: one spike of
         # the machine's load would decide a single short measurement, so it is repeated and
         # the median kept.
-        reps = [
+        runs = [
             shipyard_side.create_runs(server.url, counts["create_runs"])
             for _ in range(CREATE_RUNS_REPS)
         ]
-        out["create_runs"] = sorted(reps, key=lambda r: r["runs_per_s"])[len(reps) // 2]
-        out["create_runs_reps"] = [r["runs_per_s"] for r in reps]
+        out["create_runs"] = sorted(runs, key=lambda r: r["runs_per_s"])[len(runs) // 2]
+        out["create_runs_reps"] = [r["runs_per_s"] for r in runs]
         log(f"shipyard: create_runs {[round(r) for r in out['create_runs_reps']]}/s")
         if RUNS_ONLY:
             return out
