@@ -104,6 +104,31 @@ def test_the_run_routes_answer_a_run_in_the_spec_and_on_the_wire(server, api, pr
     assert api.get(f"{proj}/runs/{run}").content == r.content
 
 
+def test_a_run_update_asked_for_no_answer_is_204_and_still_applied(server, api, proj) -> None:
+    """``Prefer: return=minimal`` (RFC 7240), as the SDK ends its runs: 204 with no body and
+    ``Preference-Applied``; the update is made all the same, and errors are as without it."""
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    patch = paths["/api/v1/projects/{project}/runs/{run_id}"]["patch"]
+    assert "204" in patch["responses"]
+    assert any(p["name"] == "prefer" and p["in"] == "header" for p in patch["parameters"])
+    run = _run(api, proj, _experiment(api, proj), tags={"t": "1"})
+    minimal = {"Prefer": "respond-async, return=minimal"}
+    r = api.patch(f"{proj}/runs/{run}", json={"status": "FINISHED"}, headers=minimal)
+    assert r.status_code == 204 and r.content == b""
+    assert r.headers["preference-applied"] == "return=minimal"
+    got = api.get(f"{proj}/runs/{run}").json()
+    assert got["status"] == "FINISHED" and got["end_time"] is not None
+    assert got["tags"] == {"t": "1"}
+    # Any other preference gets the run, as before.
+    r = api.patch(f"{proj}/runs/{run}", json={"name": "renamed"}, headers={"Prefer": "x"})
+    assert r.status_code == 200 and r.json()["name"] == "renamed"
+    # The same errors: an unknown run, a bad status.
+    r = api.patch(f"{proj}/runs/nosuchrun", json={"status": "FINISHED"}, headers=minimal)
+    assert_error(r, 404, "NOT_FOUND")
+    r = api.patch(f"{proj}/runs/{run}", json={"status": "DONE"}, headers=minimal)
+    assert r.status_code == 400 and "status" in r.text
+
+
 def test_unknown_route_is_a_json_404(server) -> None:
     r = httpx.get(server.url + "/api/v1/no/such/route")
     assert_error(r, 404, "NOT_FOUND")

@@ -260,7 +260,7 @@ class ActiveRun:
             flush()
         finally:
             try:
-                self.client.backend.update_run(
+                self.client.backend.update_run_quietly(
                     self.client.project, self.id, RunUpdate(status=RunStatus(status))
                 )
             finally:

@@ -239,6 +239,17 @@ class HttpBackend(PlatformCallsMixin, HttpTuningCalls):
             )
         )
 
+    def update_run_quietly(self, project: str, run_id: str, body: RunUpdate) -> None:
+        """``update_run`` answered with no body (the server reads nothing back for it)."""
+        self._request(
+            "PATCH",
+            f"{self._p(project)}/runs/{_q(run_id)}",
+            json=body.model_dump(mode="json", exclude_none=True),
+            headers={"Prefer": "return=minimal"},
+            idempotent=True,
+            lean=True,
+        )
+
     def delete_run(self, project: str, run_id: str) -> None:
         self._request("DELETE", f"{self._p(project)}/runs/{_q(run_id)}")
 

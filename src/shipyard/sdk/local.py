@@ -120,6 +120,9 @@ class LocalBackend(LocalTuningCalls):
     def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
         return self.t.update_run(project, run_id, body)
 
+    def update_run_quietly(self, project: str, run_id: str, body: RunUpdate) -> None:
+        self.t.update_run_quietly(project, run_id, body)
+
     def delete_run(self, project: str, run_id: str) -> None:
         self.t.delete_run(project, run_id)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from shipyard.core.errors import InvalidArgument, PayloadTooLarge
@@ -159,8 +159,27 @@ def get_run(run_id: str, scope: Viewer, svc: Tracking) -> Response:
     return _run_response(svc.get_run(scope.project, run_id))
 
 
-@router.patch("/runs/{run_id}", response_model=RunPublic)
-def update_run(run_id: str, body: RunUpdate, scope: Editor, svc: Tracking) -> Response:
+@router.patch(
+    "/runs/{run_id}",
+    response_model=RunPublic,
+    responses={204: {"description": "Updated; no body, as `Prefer: return=minimal` asked"}},
+)
+def update_run(
+    run_id: str,
+    body: RunUpdate,
+    scope: Editor,
+    svc: Tracking,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`return=minimal`: answer 204 with no body (RFC 7240), sparing the "
+            "server the reads of the run's params, tags and metrics"
+        ),
+    ] = None,
+) -> Response:
+    if prefer is not None and "return=minimal" in prefer.replace(" ", "").lower().split(","):
+        svc.update_run_quietly(scope.project, run_id, body)
+        return Response(status_code=204, headers={"Preference-Applied": "return=minimal"})
     return _run_response(svc.update_run(scope.project, run_id, body))
 
 

@@ -472,6 +472,16 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         return _runs_adapter().validate_python(out)
 
     def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
+        return self._update_run(project, run_id, body, answer=True)  # type: ignore[return-value]
+
+    def update_run_quietly(self, project: str, run_id: str, body: RunUpdate) -> None:
+        """``update_run`` without reading the run back for an answer: one statement (what an
+        SDK ending its run asks for, with ``Prefer: return=minimal``)."""
+        self._update_run(project, run_id, body, answer=False)
+
+    def _update_run(
+        self, project: str, run_id: str, body: RunUpdate, *, answer: bool
+    ) -> RunPublic | None:
         pid = self.projects.project_id(project)
         now = now_ms()
         values: dict[str, Any] = {"updated_at": now}
@@ -488,6 +498,18 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         # One statement writes and returns the row (on PostgreSQL it commits by itself); the
         # run's params, tags, metrics and inputs are read beside it for the answer.
         sets = ", ".join(f"{column} = ?" for column in values)
+        if not answer:
+            sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING id"
+            with self.db.write(one_statement=True) as conn:
+                cur = _cursor(conn)
+                try:
+                    cur.execute(_driver_sql(conn, sql), [*values.values(), run_id, pid])
+                    updated = cur.fetchall()
+                finally:
+                    cur.close()
+            if not updated:
+                raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
+            return None
         sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING {_RUN_COLUMNS}"
         with self.db.write(one_statement=True) as conn:
             found = self._hydrate(
