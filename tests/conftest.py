@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +23,19 @@ from pathlib import Path
 import pytest
 
 PG_ADMIN_URL = os.environ.get("SHIPYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def run_python(args: list[str], home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python <args>`` in a fresh process whose only Shipyard setting is ``SHIPYARD_HOME``
+    (none of this environment's), its output captured as text."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    return subprocess.run(
+        [sys.executable, *args],
+        env=env | {"SHIPYARD_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:

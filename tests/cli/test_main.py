@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shipyard.cli.main import _server_options
+from tests.conftest import run_python
 
 
 @pytest.mark.parametrize(
@@ -85,17 +86,6 @@ def test_a_bad_server_option_is_one_line_naming_it(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     """Refused before anything starts, by either way in (the direct start or the Typer app)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SHIPYARD_HOME": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-m", "shipyard.cli.main", "server", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_python(["-m", "shipyard.cli.main", "server", *args], tmp_path, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [message]

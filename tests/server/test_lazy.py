@@ -5,9 +5,6 @@ added them is answered as every later one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_python
 
 MLFLOW_MODULES = ("shipyard.tracking.mlflow_compat", "shipyard.models.mlflow_registry")
 
@@ -56,14 +53,7 @@ def test_an_app_imports_the_mlflow_api_only_when_a_request_needs_it(tmp_path: Pa
         "assert r.status_code == 200, r.text\n"
         f"print(sorted(m for m in {MLFLOW_MODULES!r} if m in sys.modules))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env | {"SHIPYARD_HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_python(["-c", code], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[-2:] == ["[]", str(sorted(MLFLOW_MODULES))]
 

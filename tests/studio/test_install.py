@@ -4,9 +4,6 @@ The request that adds it is answered as every later one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_python
 
 
 @pytest.fixture
@@ -45,14 +42,7 @@ def test_an_app_imports_studio_only_for_its_first_page(tmp_path: Path) -> None:
         "assert r.status_code == 200 and r.headers['content-type'].startswith('text/html'), r\n"
         "print(sorted(m for m in ('jinja2', 'shipyard.studio.router') if m in sys.modules))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env | {"SHIPYARD_HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_python(["-c", code], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[-2:] == ["[]", "['jinja2', 'shipyard.studio.router']"]
 
