@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from shipyard.sdk.tuning import tune
 
 # The SDK is imported on first use of one of its names: `import shipyard.<anything>` (an endpoint's
-# model server, a job's worker, the CLI) then costs none of it (httpx, pydantic-settings, the
-# backends: about 0.3 s and 20 MB).
+# model server, a job's worker, the CLI) then costs none of it (httpx, the backends: about 0.3 s
+# and 20 MB).
 _FLUENT = [
     "ActiveRun",
     "active_run",

@@ -31,7 +31,7 @@ Key = Annotated[str, Field(min_length=1, max_length=250)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, defer_build=True)
 
 
 class Page(Model, Generic[T]):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 from shipyard.core.nodelay import nodelay_http_protocol
 from shipyard.core.settings import Settings
+
+# pydantic's warning that FastAPI silences where it makes a route's adapters.
+UNUSED_ALIAS_WARNING = (
+    r"The 'alias' attribute with value .* was provided to the `Field\(\)` function"
+)
 
 
 def serve(settings: Settings, log_level: str = "warning") -> None:
@@ -13,6 +20,10 @@ def serve(settings: Settings, log_level: str = "warning") -> None:
     from shipyard.server.context import Services
 
     settings.check_bind()
+    # FastAPI gives each route's body and response adapter the field's alias and silences
+    # pydantic's warning that the alias has no effect there; our models build on first use
+    # (``defer_build``), after that silence, so the warning would reach the log.
+    warnings.filterwarnings("ignore", message=UNUSED_ALIAS_WARNING, category=UserWarning)
     # A long-lived process: a migration runs in a child, so Alembic never stays loaded here.
     app = create_app(Services.from_settings(settings, migrate_apart=True))
     uvicorn.run(
