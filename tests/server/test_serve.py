@@ -128,10 +128,12 @@ def test_the_server_imports_no_http_client_until_it_calls_an_endpoint(tmp_path: 
 
 
 # What an idle `shipyard server` does without: the rest of the command line (Typer, Rich), Studio
-# until its first page (Jinja2 and the page modules), MLflow's REST API until an MLflow client
-# calls it, the HTTP client, fsspec until the first artifact in a local folder, a WebSocket
-# protocol (it has no WebSocket routes), and Alembic (a new store is migrated by a child). Each would stay in the server's memory for its whole
-# life.
+# until its first page (Jinja2 and the page modules), our API's routes until the first request
+# under /api/v1 (and with them FastAPI's pydantic.v1 checks), MLflow's REST API until an MLflow
+# client calls it, the HTTP client, fsspec until the first artifact in a local folder, a
+# WebSocket protocol (it has no WebSocket routes), uvicorn's file watcher for --reload,
+# pydantic-settings, and Alembic (a new store is migrated by a child). Each would stay in the
+# server's memory for its whole life.
 NOT_IMPORTED_WHEN_IDLE = (
     "typer",
     "rich",
@@ -139,11 +141,21 @@ NOT_IMPORTED_WHEN_IDLE = (
     "shipyard.cli.common",
     "jinja2",
     "shipyard.studio.router",
+    "shipyard.projects.router",
+    "shipyard.tracking.router",
+    "shipyard.models.router",
+    "shipyard.serving.router",
+    "shipyard.jobs.router",
+    "shipyard.tuning.router",
+    "shipyard.inference.router",
+    "pydantic.v1",
     "shipyard.tracking.mlflow_compat",
     "shipyard.models.mlflow_registry",
     "httpx",
     "fsspec",
     "websockets",
+    "watchfiles",
+    "pydantic_settings",
     "alembic",  # a new home's store is migrated by a child process
 )
 
