@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shipyard.core.schemas import validate
-from shipyard.jobs.launcher import HANDOFF_MAX_ROWS
+from shipyard.jobs.handoff import MAX_ROWS as HANDOFF_MAX_ROWS
 from shipyard.jobs.schemas import JobCreate, JobStatus
 
 

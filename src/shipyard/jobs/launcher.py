@@ -50,15 +50,15 @@ from typing import Any
 from shipyard.core.errors import InvalidArgument
 from shipyard.jobs.algorithms import ALGORITHMS  # names only: the module imports no library
 from shipyard.jobs.channels import channel_env_name, stage_channel
+from shipyard.jobs.handoff import MAX_ROWS as HANDOFF_MAX_ROWS
+from shipyard.jobs.handoff import pack as pack_handoff
+from shipyard.jobs.handoff import report_artifact, report_text
 from shipyard.jobs.model_dir import ensure_manifest, folder_stats
 from shipyard.jobs.run_tracking import JobTracking
 
 # After the memory limit interrupts user code running in this process, how long it has to
 # unwind before the process is killed outright.
 MEMORY_KILL_GRACE_S = 5.0
-# At most this many metric rows go back to the worker with an attempt's result; more are sent
-# from the job's process (the result is read whole, and a batch this size is the SDK's).
-HANDOFF_MAX_ROWS = 20_000
 DEFAULT_MASTER_PORT = 29500
 # What an executor's fork server should import once so that a job's process starts with them:
 # this module, the profiler, the in-process tracking backend and what its first statements
@@ -542,8 +542,8 @@ class _Launch:
         that completed hands its last metrics (the script's and the profile's, still buffered)
         and its report back with its result, for the worker to store with how the attempt
         ended: this process, new and with no statement of the store compiled yet, would spend
-        tens of milliseconds on what the worker does in a few (a failed or stopped attempt, or
-        one with more than ``HANDOFF_MAX_ROWS`` rows, sends them from here). The rule checks
+        tens of milliseconds on what the worker does in a few (``handoff``; a failed or stopped
+        attempt, or one with more than ``HANDOFF_MAX_ROWS`` rows, sends them from here). The rule checks
         read the metrics this process sent or handed rather than the run's histories back
         from the store (unless some came from elsewhere: a command's process, the worker's
         log parsing), and an empty ``model/`` or ``output/`` costs nothing."""
@@ -645,33 +645,9 @@ class _Launch:
         result: dict[str, Any] = {"report": report, "model_artifact_path": model_path}
         if "return_value" in extra:
             result["value"] = extra["return_value"]
-        if handoff is not None:
-            # For the worker to store (``JobWorker._store_handoff``): the metric batches, by
-            # column as the REST API takes them, and the report as the artifact it is.
-            result["handoff"] = {
-                "metrics": [
-                    {
-                        "batch_id": batch_id,
-                        "keys": [r[0] for r in rows],
-                        "values": [r[1] for r in rows],
-                        "steps": [r[2] for r in rows],
-                        "timestamps": [r[3] for r in rows],
-                    }
-                    for batch_id, rows in handoff
-                ],
-                "report_artifact": report_artifact(self.rank),
-            }
+        if handoff is not None:  # for the worker to store (``handoff.store``)
+            result["handoff"] = pack_handoff(handoff, self.rank)
         return result
-
-
-def report_text(report: dict[str, Any]) -> str:
-    """``report.json`` as it is written and stored as an artifact."""
-    return json.dumps(report, indent=2, default=str)
-
-
-def report_artifact(rank: int) -> str:
-    """The artifact path of a rank's ``report.json`` on the job's run."""
-    return "report.json" if rank == 0 else f"reports/rank-{rank}.json"
 
 
 def _iso(t: float) -> str:

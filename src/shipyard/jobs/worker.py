@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -27,7 +26,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 from shipyard.core.executors import Executor, TaskSpec, TaskState, TaskStatus
 from shipyard.core.settings import Settings
 from shipyard.core.timeutil import now_ms
+from shipyard.jobs import handoff
 from shipyard.jobs.schemas import JobStatus
 from shipyard.jobs.service import ClaimedJob, JobService
 from shipyard.tracking.schemas import MetricRow
@@ -602,47 +601,19 @@ class JobWorker:
             self._wake.set()
 
     def _store_handoff(self, a: _Attempt) -> str | None:
-        """Store what each rank's process handed back with its result (``run_job``): its last
+        """Store what each rank's process handed back with its result (``handoff``): its last
         metric batches and its report, before the attempt is marked ended, so that whoever
         sees it ended finds them. Returns why that failed, which fails the attempt (as a
         failure to send them from the job's process did)."""
-        from shipyard.jobs.launcher import report_text
-
-        job, tracking = a.job, self.service.tracking
+        job = a.job
         for r in a.ranks:
             result = r.status.result if r.status is not None else None
             if not isinstance(result, dict) or not job.run_id:
                 continue
-            handoff = result.get("handoff")
-            if not isinstance(handoff, dict):
-                continue
-            report = result.get("report")
-            name = handoff.get("report_artifact")
-            data = (
-                report_text(report).encode()
-                if isinstance(report, dict) and isinstance(name, str)
-                else None
-            )
-            # The report's bytes go to the artifact store (and the disk) on a thread while the
-            # rows are written; the rows commit only after the bytes are durable.
-            blob = _Background(tracking.store.put_bytes, data) if data is not None else None
             try:
-                # A savepoint: this rank's rows all go in, or none do.
-                with self.service.db.together(), self.service.db.write():
-                    for b in handoff.get("metrics") or []:
-                        tracking.log_metric_columns(
-                            job.project,
-                            job.run_id,
-                            b["keys"],
-                            b["values"],
-                            b["steps"],
-                            b["timestamps"],
-                            batch_id=b["batch_id"],
-                        )
-                    if blob is not None and data is not None and isinstance(name, str):
-                        digest = hashlib.sha256(data).hexdigest()
-                        tracking.record_artifact(job.project, job.run_id, name, digest, len(data))
-                        blob.result()
+                handoff.store(
+                    self.service.db, self.service.tracking, job.project, job.run_id, result
+                )
             except Exception as exc:
                 where = f"rank {r.rank}: " if len(a.ranks) > 1 else ""
                 return f"{where}storing the attempt's last metrics and report failed: {exc}"
@@ -667,28 +638,6 @@ class JobWorker:
                 self._pump(a)
                 self._finish(a)
             del self._active[jid]
-
-
-class _Background:
-    """``fn(*args)`` on a thread; ``result()`` waits for it and raises what it raised."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        try:
-            self._value = fn(*args)
-        except BaseException as exc:
-            self._error = exc
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _is_timeout(status: TaskStatus | None) -> bool:
