@@ -77,9 +77,6 @@ def _from_environment(model: type[BaseModel], given: dict[str, Any]) -> dict[str
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_default=True)
 
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**_from_environment(type(self), values), **values)
-
     home: Path = Field(default_factory=lambda: Path.home() / ".shipyard")
     # Metadata store: sqlite:///path (embedded default, WAL) or postgresql://...
     database_url: str = ""
@@ -118,6 +115,10 @@ class Settings(BaseModel):
     # Where a job's own code tracks to: empty for this store (database and artifacts), or a
     # server's URL, for workers on other machines.
     jobs_tracking_uri: str = ""
+
+    def __init__(self, **values: Any) -> None:
+        """``values`` over the ``SHIPYARD_*`` environment over the defaults."""
+        super().__init__(**_from_environment(type(self), values), **values)
 
     @field_validator("home", mode="after")
     @classmethod

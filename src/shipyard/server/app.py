@@ -217,9 +217,9 @@ def create_app(services: Services | None = None) -> FastAPI:
         log.exception("unexpected error", exc_info=exc)
         return _error(500, "INTERNAL", f"internal error ({type(exc).__name__}); see the server log")
 
-    # The probe is a plain route: it answers before the API is added, and without making it
-    # (the first FastAPI route costs pydantic.v1, about 0.9 MiB). Its documented twin joins
-    # with the API, behind it, so the schema still lists it.
+    # The probe is a plain route, so an idle server has made no FastAPI route (the first one
+    # imports pydantic.v1, about 0.9 MiB). Its documented twin joins with the API, behind it,
+    # where no request reaches it, so the schema still lists it.
     app.router.routes.append(Route("/healthz", _healthz_probe, methods=["GET"]))
     # Our own API (/api/v1), added on the first request under it or for the OpenAPI schema:
     # its hundred-odd routes and their models are about 4 MiB of a server that has not
