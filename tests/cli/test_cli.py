@@ -461,3 +461,29 @@ def test_against_a_server(server, project: str, tmp_path: Path) -> None:  # type
     assert "already exists" in cli.fails("experiments", "create", "alpha")
     # Everything went to the server: the local home was never used.
     assert not (home / "shipyard.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SHIPYARD_PORT",
+            "eighty",
+            "error: port: Input should be a valid integer, unable to parse string as an "
+            "integer (set by SHIPYARD_PORT)",
+        ),
+        (
+            "SHIPYARD_ARTIFACT_STORAGE_OPTIONS",
+            "endpoint_url=x",
+            "error: artifact_storage_options: SHIPYARD_ARTIFACT_STORAGE_OPTIONS must be JSON "
+            "(a list or an object), got 'endpoint_url=x'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["runs", "list", "-p", "demo"], ["server"]])
+def test_a_bad_setting_in_the_environment_is_one_line_naming_it(
+    tmp_path: Path, name: str, value: str, message: str, command: list[str]
+) -> None:
+    res = Cli(tmp_path, **{name: value})(*command, ok=False)
+    assert res.code != 0
+    assert res.err.strip().splitlines() == [message]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from shipyard.core.errors import InvalidArgument
 from shipyard.core.settings import Settings
@@ -91,6 +90,15 @@ def test_a_bad_value_is_refused_naming_the_setting(
     env: pytest.MonkeyPatch, name: str, value: str, field: str
 ) -> None:
     env.setenv(name, value)
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(InvalidArgument) as err:
         Settings()
-    assert [e["loc"] for e in err.value.errors()] == [(field,)]
+    assert err.value.details["field"] == field
+    assert err.value.message.startswith(f"{field}: ")
+    assert err.value.message.endswith(f"(set by {name})")
+
+
+def test_a_bad_argument_is_refused_naming_the_setting(env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        Settings(port=70000)
+    assert err.value.details["field"] == "port"
+    assert err.value.message == "port: Input should be less than or equal to 65535"

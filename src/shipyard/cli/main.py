@@ -28,10 +28,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 def run_server(host: str | None, port: int | None, log_level: str) -> None:
     """``shipyard server``: settings from the environment, the options over them (checked as
     the settings check them: a port outside 0-65535 is refused, naming it), then serve."""
-    from pydantic import ValidationError
-
     from shipyard.core.errors import InvalidArgument
-    from shipyard.core.schemas import invalid_from_validation
     from shipyard.core.settings import Settings
     from shipyard.server.serve import serve
 
@@ -40,11 +37,7 @@ def run_server(host: str | None, port: int | None, log_level: str) -> None:
             "log_level", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
         )
     given = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    try:
-        settings = Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise invalid_from_validation(exc) from None
-    serve(settings, log_level=log_level.lower())
+    serve(Settings(**given), log_level=log_level.lower())
 
 
 def _server_options(argv: list[str]) -> dict[str, Any] | None:

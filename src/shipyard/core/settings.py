@@ -19,10 +19,10 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipyard.core.errors import InvalidArgument
-from shipyard.core.schemas import Slug
+from shipyard.core.schemas import Slug, invalid_from_validation
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -117,8 +117,17 @@ class Settings(BaseModel):
     jobs_tracking_uri: str = ""
 
     def __init__(self, **values: Any) -> None:
-        """``values`` over the ``SHIPYARD_*`` environment over the defaults."""
-        super().__init__(**_from_environment(type(self), values), **values)
+        """``values`` over the ``SHIPYARD_*`` environment over the defaults. A bad value is
+        an ``InvalidArgument`` naming the setting (and the variable it came from)."""
+        env = _from_environment(type(self), values)
+        try:
+            super().__init__(**env, **values)
+        except ValidationError as exc:
+            err = invalid_from_validation(exc)
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            where = ", ".join(f"{ENV_PREFIX}{f.upper()}" for f in sorted(bad & set(env)))
+            message = f"{err.message} (set by {where})" if where else err.message
+            raise InvalidArgument(message, err.details) from None
 
     @field_validator("home", mode="after")
     @classmethod
