@@ -53,6 +53,12 @@ def not_json() -> object:
     return {1, 2, 3}
 
 
+def unbuilt_models() -> dict:
+    from shipyard.core.schemas import deferred_models
+
+    return {"unbuilt": [c.__qualname__ for c in deferred_models()]}
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -409,3 +415,17 @@ def test_the_fork_server_keeps_a_process_forked_ahead_for_the_next_task(tmp_path
         assert server._early == {}  # no exit was reported for a process that was not a task
     finally:
         ex.shutdown()
+
+
+def test_a_forked_task_finds_the_preloaded_models_built(tmp_path: Path) -> None:
+    """Models build their validators on first use (a server builds only those it uses); the
+    fork server builds those of what it preloads, so that no task builds them again."""
+    e = LocalExecutor(
+        tmp_path / "tasks", slots=1, fork_server=True, preload=["shipyard.tracking.schemas"]
+    )
+    try:
+        st = e.wait(e.submit(TaskSpec(target=f"{HERE}:unbuilt_models", env=ENV)), 60)
+    finally:
+        e.shutdown()
+    assert st.state == TaskState.SUCCEEDED, st
+    assert st.result["unbuilt"] == []

@@ -615,6 +615,11 @@ def _fork_server_main(preload: list[str]) -> int:
             importlib.import_module(name)
         except Exception as exc:  # an optional library: tasks import it themselves if needed
             print(f"fork server: could not preload {name}: {exc}", file=sys.stderr)
+    schemas = sys.modules.get("shipyard.core.schemas")
+    if schemas is not None:
+        # Our models build their validators on first use: build them here, once, rather than
+        # in every task.
+        schemas.build_deferred_models()
     # What is loaded now is shared with every task, page for page, until someone writes to it;
     # a garbage collection in a task would visit (and so copy) all of it. Out of the collector's
     # sight, it stays shared, and a task starts and collects faster.

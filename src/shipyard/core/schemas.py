@@ -34,6 +34,34 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, defer_build=True)
 
 
+def deferred_models() -> list[type[Model]]:
+    """The ``Model`` classes defined so far whose validators are not built yet: they build
+    them on first use (``defer_build``), so that a server builds only those it uses."""
+    found: list[type[Model]] = []
+    pending: list[type[Model]] = list(Model.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not cls.__pydantic_complete__:
+            found.append(cls)
+    return found
+
+
+def build_deferred_models() -> int:
+    """Build every model ``deferred_models`` lists; return how many were built. A process that
+    forks workers calls it first, so that no worker builds the same models again. A model that
+    cannot be built yet (a forward reference not defined so far) is left to its first use."""
+    from pydantic.errors import PydanticUserError
+
+    built = 0
+    for cls in deferred_models():
+        try:
+            built += bool(cls.model_rebuild())
+        except PydanticUserError:
+            continue
+    return built
+
+
 class Page(Model, Generic[T]):
     """One page of a list: ``next_page_token`` is None on the last page."""
 
