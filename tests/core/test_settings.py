@@ -3,6 +3,7 @@ reaches the platform typed and checked, and a bad value is refused naming the se
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,6 @@ from shipyard.core.settings import Settings
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """A clean slate: no SHIPYARD_* variable from the caller's shell, a home in tmp_path."""
-    import os
-
     for name in list(os.environ):
         if name.upper().startswith("SHIPYARD_"):
             monkeypatch.delenv(name)

@@ -472,44 +472,11 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         return _runs_adapter().validate_python(out)
 
     def update_run(self, project: str, run_id: str, body: RunUpdate) -> RunPublic:
-        return self._update_run(project, run_id, body, answer=True)  # type: ignore[return-value]
-
-    def update_run_quietly(self, project: str, run_id: str, body: RunUpdate) -> None:
-        """``update_run`` without reading the run back for an answer: one statement (what an
-        SDK ending its run asks for, with ``Prefer: return=minimal``)."""
-        self._update_run(project, run_id, body, answer=False)
-
-    def _update_run(
-        self, project: str, run_id: str, body: RunUpdate, *, answer: bool
-    ) -> RunPublic | None:
         pid = self.projects.project_id(project)
-        now = now_ms()
-        values: dict[str, Any] = {"updated_at": now}
-        if body.name is not None:
-            values["name"] = body.name
-        if body.status is not None:
-            values["status"] = body.status.value
-            if body.status in TERMINAL:
-                values["end_time"] = dt_to_ms(body.end_time) if body.end_time else now
-            else:
-                values["end_time"] = None
-        elif body.end_time is not None:
-            values["end_time"] = dt_to_ms(body.end_time)
+        values = _run_update_values(body)
         # One statement writes and returns the row (on PostgreSQL it commits by itself); the
         # run's params, tags, metrics and inputs are read beside it for the answer.
         sets = ", ".join(f"{column} = ?" for column in values)
-        if not answer:
-            sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING id"
-            with self.db.write(one_statement=True) as conn:
-                cur = _cursor(conn)
-                try:
-                    cur.execute(_driver_sql(conn, sql), [*values.values(), run_id, pid])
-                    updated = cur.fetchall()
-                finally:
-                    cur.close()
-            if not updated:
-                raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
-            return None
         sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING {_RUN_COLUMNS}"
         with self.db.write(one_statement=True) as conn:
             found = self._hydrate(
@@ -522,6 +489,23 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
         if not found:
             raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
         return found[0]
+
+    def update_run_quietly(self, project: str, run_id: str, body: RunUpdate) -> None:
+        """``update_run`` without reading the run back for an answer: one statement (what an
+        SDK ending its run asks for, with ``Prefer: return=minimal``)."""
+        pid = self.projects.project_id(project)
+        values = _run_update_values(body)
+        sets = ", ".join(f"{column} = ?" for column in values)
+        sql = f"UPDATE runs SET {sets} WHERE id = ? AND project_id = ? RETURNING id"
+        with self.db.write(one_statement=True) as conn:
+            cur = _cursor(conn)
+            try:
+                cur.execute(_driver_sql(conn, sql), [*values.values(), run_id, pid])
+                updated = cur.fetchall()
+            finally:
+                cur.close()
+        if not updated:
+            raise NotFound(f"run {run_id!r} not found", {"run_id": run_id})
 
     def end_run_in(
         self, conn: Connection, pid: str, run_id: str, status: RunStatus, end_time_ms: int
@@ -911,3 +895,21 @@ class TrackingService(ExperimentsMixin, ArtifactsMixin):
             metric_keys=keys,
             histories=histories,
         )
+
+
+def _run_update_values(body: RunUpdate) -> dict[str, Any]:
+    """The ``runs`` columns a ``RunUpdate`` sets: a terminal status ends the run (now, unless it
+    gives its end time), a live one clears the end time."""
+    now = now_ms()
+    values: dict[str, Any] = {"updated_at": now}
+    if body.name is not None:
+        values["name"] = body.name
+    if body.status is not None:
+        values["status"] = body.status.value
+        if body.status in TERMINAL:
+            values["end_time"] = dt_to_ms(body.end_time) if body.end_time else now
+        else:
+            values["end_time"] = None
+    elif body.end_time is not None:
+        values["end_time"] = dt_to_ms(body.end_time)
+    return values
